@@ -1,0 +1,103 @@
+"""The `tunewise` command line. Commands are thin: parse, call the core, render.
+
+Every command lives in `tunewise/commands/<name>.py` and is listed once in COMMANDS below.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from tunewise import __version__
+from tunewise.errors import TunewiseError
+
+# name -> module under tunewise.commands exposing `command` (a click.Command). Imported lazily so
+# `tunewise advise` never pays for torch.
+COMMANDS: dict[str, str] = {
+    "advise": "advise",
+    "audit": "audit",
+    "estimate": "estimate",
+    "run": "run",
+    "runs": "runs",
+    "train": "train",
+    "export": "export",
+    "report": "report",
+    "serve": "serve",
+}
+
+HELP = {
+    "advise": "Recommend an approach from the decision framework (instant, no model).",
+    "audit": "Check a data file: format, bad lines, duplicates, conflicts, leakage, lengths, volume.",
+    "estimate": "Cost model: per-request, monthly and training cost, break-even, GPU memory.",
+    "run": "Climb the customisation ladder on a task's held-out data and decide.",
+    "runs": "List past runs.",
+    "train": "Fine-tune (LoRA or full) on a task's train split.",
+    "export": "Export a run's adapter, or a merged model folder.",
+    "report": "Write report.html and report.md for a run.",
+    "serve": "Serve a run's chosen configuration behind an OpenAI-compatible API.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        try:
+            module = importlib.import_module(f"tunewise.commands.{COMMANDS[name]}")
+        except ModuleNotFoundError as err:
+            if err.name and err.name.startswith("tunewise"):
+                raise
+            missing = err.name
+
+            @click.command(name, help=HELP[name], context_settings={"ignore_unknown_options": True})
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def unavailable(args: tuple[str, ...]) -> None:
+                raise click.ClickException(
+                    f"`tunewise {name}` needs the package {missing!r}; install it with "
+                    f"`pip install 'tunewise[ml,serve]' torch==2.13.0` (or run `make demo`)"
+                )
+
+            return unavailable
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, HELP[n]) for n in COMMANDS])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tunewise")
+def cli() -> None:
+    """Should you fine-tune, or will prompting, few-shot examples or RAG do?
+
+    tunewise answers with evidence from your own data. Start with `tunewise advise`,
+    `tunewise audit DATA` or `tunewise run TASK.yaml`.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="tunewise", standalone_mode=False)
+    except TunewiseError as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("Aborted; finished work is saved, rerun the same command to resume.", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted; finished work is saved, rerun the same command to resume.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""results.json: the machine-readable record of a run, versioned.
+
+The HTML and Markdown reports are rendered from this file alone, so an old run can be re-rendered.
+Bump SCHEMA_VERSION on any incompatible change and keep `load_results` reading the old ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from tunewise.errors import TunewiseError
+
+SCHEMA_VERSION = 1
+
+
+class Score(BaseModel):
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+class LossPoint(BaseModel):
+    step: int
+    epoch: float
+    train_loss: float | None = None
+    val_loss: float | None = None
+
+
+class TrainingSummary(BaseModel):
+    method: str  # lora, full, qlora
+    train_examples: int
+    val_examples: int
+    epochs_run: float
+    best_epoch: float | None = None
+    train_tokens: int  # tokens seen in training (all epochs)
+    tokens_per_s: float
+    wall_s: float
+    peak_memory_mb: float | None = None
+    device: str
+    bf16: bool
+    loss_curve: list[LossPoint] = Field(default_factory=list)
+    overfitting_warning: str | None = None
+    adapter_path: str | None = None
+    gpu_cost_estimate: float | None = None  # $ to train at the task's GPU price
+    hosted_cost_estimate: float | None = None  # $ at the hosted fine-tuning price
+
+
+class RungResult(BaseModel):
+    name: str  # registry name, e.g. "few_shot"
+    title: str  # for people, e.g. "Few-shot (k=5, nearest)"
+    status: Literal["done", "skipped", "failed"] = "done"
+    note: str | None = None  # why skipped / failed
+    finetuned: bool = False
+    score: Score | None = None
+    p_value_vs_best: float | None = None
+    p_value_vs_previous: float | None = None
+    significantly_worse_than_best: bool | None = None
+    meets_target: bool | None = None
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    prompt_tokens: float | None = None  # mean per request
+    output_tokens: float | None = None  # mean per request
+    cost_per_1k: float | None = None  # $ per 1,000 requests
+    monthly_cost: float | None = None  # $ per month at the task's volume
+    upfront_cost: float = 0.0  # one-off $ (training)
+    horizon_cost: float | None = None  # upfront + horizon_months x monthly
+    retrieval_recall: float | None = None  # recall@k of the gold source document
+    predictions_file: str | None = None
+    training: TrainingSummary | None = None
+
+
+class BreakEven(BaseModel):
+    cheaper_upfront: str  # rung with lower one-off cost (usually prompted)
+    cheaper_per_call: str  # rung with lower per-request cost (usually fine-tuned)
+    calls_per_month: float | None  # volume above which cheaper_per_call wins; None: never
+
+
+class CurvePoint(BaseModel):
+    examples: int
+    score: Score
+
+
+class LearningCurve(BaseModel):
+    rung: str
+    points: list[CurvePoint]
+    fit: dict[str, float] | None = None  # parameters of the saturating curve
+    fit_formula: str | None = None
+    target: float | None = None
+    examples_needed: float | None = None  # None with a verdict when the curve flattens below target
+    verdict: str
+
+
+class ProbeScore(BaseModel):
+    name: str  # probe set name
+    base: Score
+    finetuned: Score
+    delta: float
+    delta_ci_low: float
+    delta_ci_high: float
+    p_value: float | None = None
+
+
+class Forgetting(BaseModel):
+    rung: str
+    probes: list[ProbeScore]
+    verdict: str
+
+
+class Disagreement(BaseModel):
+    index: int
+    input: str
+    gold: str
+    answers: dict[str, str]  # rung -> answer
+    scores: dict[str, float]  # rung -> per-example score
+
+
+class Decision(BaseModel):
+    rung: str | None  # None when nothing meets the target
+    sentence: str  # the verdict in one sentence
+    reasons: list[str]
+    advisor_approach: str | None = None
+    advisor_rules: list[str] = Field(default_factory=list)
+    agreement: str | None = None  # where measurement and rules agree or disagree
+
+
+class Results(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    task: str
+    created: str  # ISO 8601
+    model: str
+    metric: str
+    target: float | None = None
+    eval_examples: int
+    train_examples: int
+    calls_per_month: int
+    horizon_months: int
+    currency: str = "USD"
+    rungs: list[RungResult] = Field(default_factory=list)
+    decision: Decision | None = None
+    break_even: list[BreakEven] = Field(default_factory=list)
+    learning_curve: LearningCurve | None = None
+    forgetting: Forgetting | None = None
+    audit: dict[str, Any] | None = None  # summary from tunewise.data.audit
+    advice: dict[str, Any] | None = None  # from tunewise.advise
+    disagreements: list[Disagreement] = Field(default_factory=list)
+    wall_s: float | None = None
+
+    def rung(self, name: str) -> RungResult | None:
+        return next((r for r in self.rungs if r.name == name), None)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_results(results: Results, run_dir: Path) -> Path:
+    path = run_dir / "results.json"
+    atomic_write_text(path, results.model_dump_json(indent=2))
+    return path
+
+
+def load_results(path: Path) -> Results:
+    """Read results.json from a run folder (or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise TunewiseError(f"no results.json at {path}; give a run folder written by `tunewise run`")
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise TunewiseError(
+            f"{path}: results schema version {version!r}, this tunewise reads {SCHEMA_VERSION}; "
+            "upgrade tunewise or rerun the task"
+        )
+    return Results.model_validate(raw)
