@@ -1,0 +1,125 @@
+"""`tunewise run TASK.yaml`: climb the ladder, print the table and the decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from tunewise.ladder.results import Results
+from tunewise.ui import console, print_json
+
+
+def money(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x == 0:
+        return "$0"
+    return f"${x:,.2f}" if x >= 0.995 else f"${x:.3g}"
+
+
+def results_table(results: Results) -> Table:
+    table = Table(title=f"{results.task}: {results.metric} on {results.eval_examples} held-out examples ({results.model})")
+    for col, justify in [
+        ("rung", "left"),
+        (f"{results.metric} [95% CI]", "right"),
+        ("vs best", "right"),
+        ("target", "center"),
+        ("latency p50/p95", "right"),
+        ("tokens in/out", "right"),
+        ("$/1k req", "right"),
+        (f"$/month @{results.calls_per_month:,}", "right"),
+        ("one-off", "right"),
+    ]:
+        table.add_column(col, justify=justify)
+    chosen = results.decision.rung if results.decision else None
+    for r in results.rungs:
+        if r.status != "done" or r.score is None:
+            table.add_row(r.title, f"[dim]{r.status}[/dim]", "", "", "", "", "", "", "", style="dim")
+            continue
+        s = r.score
+        score = f"{s.value:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]"
+        if r.retrieval_recall is not None:
+            score += f"\nrecall@k {r.retrieval_recall:.2f}"
+        if r.p_value_vs_best is None:
+            vs = "best"
+        else:
+            vs = f"{'worse' if r.significantly_worse_than_best else 'n.s.'} p={r.p_value_vs_best:.2g}"
+        target = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[r.meets_target]
+        table.add_row(
+            ("[bold]> " if r.name == chosen else "") + r.title,
+            score,
+            vs,
+            target,
+            f"{r.latency_p50_s:.2f}s/{r.latency_p95_s:.2f}s",
+            f"{r.prompt_tokens:.0f}/{r.output_tokens:.0f}",
+            money(r.cost_per_1k),
+            money(r.monthly_cost),
+            money(r.upfront_cost) if r.upfront_cost else "-",
+        )
+    return table
+
+
+def print_results(results: Results, run_dir: Path | None = None) -> None:
+    console.print(results_table(results))
+    skipped = [r for r in results.rungs if r.status != "done"]
+    for r in skipped:
+        console.print(f"  [dim]{r.title}: {r.status} - {r.note}[/dim]")
+    for be in results.break_even:
+        a, b = results.rung(be.cheaper_upfront), results.rung(be.cheaper_per_call)
+        if a and b:
+            when = "never" if be.calls_per_month is None else f"above {be.calls_per_month:,.0f} calls/month"
+            console.print(f"  break-even: {b.title} is cheaper than {a.title} {when}")
+    if results.learning_curve:
+        console.print(f"  learning curve: {results.learning_curve.verdict}")
+    if results.forgetting:
+        console.print(f"  forgetting check: {results.forgetting.verdict}")
+    d = results.decision
+    if d:
+        console.print(f"\n[bold]Decision:[/bold] {d.sentence}")
+        for reason in d.reasons:
+            console.print(f"  - {reason}")
+        if d.agreement:
+            console.print(f"[bold]Framework:[/bold] {d.agreement}")
+    if run_dir is not None:
+        console.print(f"\nrun folder: {run_dir}")
+        report = run_dir / "report.html"
+        if report.exists():
+            console.print(f"report: {report}")
+
+
+@click.command("run")
+@click.argument("task_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--all", "all_rungs", is_flag=True, help="Climb every rung, even past a good-enough one.")
+@click.option("--rungs", help="Comma-separated rungs to run instead of the task's list.")
+@click.option("--limit", type=int, help="Score only the first N eval examples (quick look).")
+@click.option("--fresh", is_flag=True, help="Start a new run instead of resuming the last one with this config.")
+@click.option("--no-evidence", is_flag=True, help="Skip the learning curve and forgetting check.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for run folders (default ./runs).")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
+def command(task_file, all_rungs, rungs, limit, fresh, no_evidence, out, as_json):
+    """Climb the customisation ladder on TASK_FILE's held-out data and decide.
+
+    Rungs run cheapest first; climbing stops when a rung meets the target and no further rung
+    could be cheaper (--all measures every rung). Rerunning the same task resumes it.
+    """
+    from tunewise.ladder.run import RunOptions, prepare_run, run_ladder
+    from tunewise.task import load_task
+
+    task = load_task(task_file)
+    options = RunOptions(
+        rungs=[r.strip() for r in rungs.split(",") if r.strip()] if rungs else None,
+        all_rungs=all_rungs,
+        fresh=fresh,
+        eval_limit=limit,
+        evidence=not no_evidence,
+        out_dir=out,
+    )
+    log = (lambda m: None) if as_json else (lambda m: console.print(f"[dim]{m}[/dim]"))
+    results = run_ladder(task, options, log=log)
+    if as_json:
+        print_json(results.model_dump(mode="json"))
+        return
+    _, run_dir = prepare_run(task, options) if not fresh else (None, None)
+    print_results(results, run_dir or (out or Path("runs")) / results.run_id)

@@ -1,0 +1,130 @@
+"""The run store: one SQLite file listing every run, with forward-only named migrations.
+
+Like simonw/llm's migrations.py: each migration is a function applied once, in order, and recorded
+in `_migrations`; never edit one that has shipped, add a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tunewise.paths import home
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+
+
+def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_runs(db: sqlite3.Connection) -> None:
+    db.execute(
+        """create table runs (
+            id text primary key,
+            task text not null,
+            run_dir text not null,
+            model text,
+            metric text,
+            status text not null,          -- running | finished | failed | interrupted
+            created text not null,
+            updated text not null,
+            decision text,
+            config_hash text
+        )"""
+    )
+
+
+@migration
+def m002_rung_progress(db: sqlite3.Connection) -> None:
+    db.execute(
+        """create table rungs (
+            run_id text not null references runs(id),
+            name text not null,
+            status text not null,          -- done | skipped | failed
+            score real,
+            updated text not null,
+            primary key (run_id, name)
+        )"""
+    )
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply the migrations this database has not seen yet; return their names."""
+    db.execute("create table if not exists _migrations (name text primary key, applied text not null)")
+    done = {row[0] for row in db.execute("select name from _migrations")}
+    applied = []
+    for fn in MIGRATIONS:
+        if fn.__name__ in done:
+            continue
+        with db:
+            fn(db)
+            db.execute("insert into _migrations values (?, ?)", (fn.__name__, _now()))
+        applied.append(fn.__name__)
+    return applied
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunStore:
+    def __init__(self, path: Path | str | None = None) -> None:
+        if path is None:
+            path = home() / "store.db"
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), timeout=30)
+        self.db.row_factory = sqlite3.Row
+        migrate(self.db)
+
+    def start(self, run_id: str, task: str, run_dir: Path, model: str, metric: str, config_hash: str) -> None:
+        now = _now()
+        with self.db:
+            self.db.execute(
+                """insert into runs (id, task, run_dir, model, metric, status, created, updated, config_hash)
+                   values (?, ?, ?, ?, ?, 'running', ?, ?, ?)
+                   on conflict(id) do update set status='running', updated=excluded.updated""",
+                (run_id, task, str(run_dir), model, metric, now, now, config_hash),
+            )
+
+    def record_rung(self, run_id: str, name: str, status: str, score: float | None) -> None:
+        with self.db:
+            self.db.execute(
+                """insert into rungs values (?, ?, ?, ?, ?)
+                   on conflict(run_id, name) do update set status=excluded.status, score=excluded.score,
+                   updated=excluded.updated""",
+                (run_id, name, status, score, _now()),
+            )
+
+    def finish(self, run_id: str, status: str, decision: dict[str, Any] | None = None) -> None:
+        with self.db:
+            self.db.execute(
+                "update runs set status=?, updated=?, decision=coalesce(?, decision) where id=?",
+                (status, _now(), json.dumps(decision) if decision else None, run_id),
+            )
+
+    def runs(self, task: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        sql = "select * from runs" + (" where task=?" if task else "") + " order by updated desc limit ?"
+        rows = self.db.execute(sql, ((task, limit) if task else (limit,))).fetchall()
+        out = []
+        for row in rows:
+            item = dict(row)
+            item["decision"] = json.loads(item["decision"]) if item["decision"] else None
+            item["rungs"] = [
+                dict(r) for r in self.db.execute("select name, status, score from rungs where run_id=?", (row["id"],))
+            ]
+            out.append(item)
+        return out
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        return next((r for r in self.runs(limit=10_000) if r["id"] == run_id), None)
+
+    def close(self) -> None:
+        self.db.close()

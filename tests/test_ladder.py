@@ -1,0 +1,200 @@
+"""The ladder run: scoring, comparison, decision, stopping, resume, run store. Fake models only."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import chat, write_jsonl
+from tunewise.cli import cli, main
+from tunewise.ladder.results import load_results
+from tunewise.ladder.run import RunOptions, run_ladder
+from tunewise.ladder.store import MIGRATIONS, RunStore, migrate
+from tunewise.models.base import FakeModel
+from tunewise.task import parse_task
+
+LABELS = ["alpha", "beta", "gamma"]
+
+
+def make_task(tmp_path: Path, n_train=30, n_eval=40, target=0.8, rungs=("zero_shot", "few_shot"), corpus=False, **ladder):
+    rows = lambda n, off: [chat(f"item {i + off} kind {LABELS[(i + off) % 3]}", LABELS[(i + off) % 3], system="Label it.") for i in range(n)]  # noqa: E731
+    train = write_jsonl(tmp_path / "train.jsonl", rows(n_train, 0))
+    evals = write_jsonl(tmp_path / "eval.jsonl", rows(n_eval, 1000))
+    raw = {
+        "name": "toy",
+        "data": {"train": str(train), "eval": str(evals)},
+        "metric": "accuracy",
+        "target": target,
+        "ladder": {"rungs": list(rungs), "few_shot": {"k": 2, "selection": "fixed"}, "batch_size": 4, **ladder},
+    }
+    if corpus:
+        raw["corpus"] = str(write_jsonl(tmp_path / "corpus.jsonl", [{"id": "d1", "text": "alpha beta gamma"}]))
+    return parse_task(raw, tmp_path / "task.yaml")
+
+
+def oracle(zero_shot_accuracy: float, few_shot_accuracy: float):
+    """A fake model that knows the gold label and gets a fixed share right, more with examples."""
+
+    def respond(messages):
+        text = messages[-1]["content"]
+        gold = text.split("kind ")[-1]
+        index = int(text.split()[1])
+        few = sum(m["role"] == "assistant" for m in messages) > 0
+        share = few_shot_accuracy if few else zero_shot_accuracy
+        right = (index * 7919 % 100) < share * 100
+        return gold if right else LABELS[(LABELS.index(gold) + 1) % 3]
+
+    return respond
+
+
+def test_ladder_scores_compares_and_decides(tmp_path):
+    task = make_task(tmp_path, target=0.8)
+    model = FakeModel(respond=oracle(0.4, 0.95))
+    results = run_ladder(task, RunOptions(model=model, evidence=False, report=False, out_dir=tmp_path / "runs"), log=lambda m: None)
+
+    zero, few = results.rung("zero_shot"), results.rung("few_shot")
+    assert zero.score.value == pytest.approx(0.4, abs=0.06)
+    assert few.score.value == pytest.approx(0.95, abs=0.06)
+    assert zero.score.ci_low < zero.score.value < zero.score.ci_high
+    # few-shot is best; zero-shot is measurably worse on the same 40 examples.
+    assert few.p_value_vs_best is None and zero.significantly_worse_than_best
+    assert zero.p_value_vs_best < 0.05
+    assert zero.meets_target is False and few.meets_target is True
+    assert results.decision.rung == "few_shot"
+    assert "Use Few-shot" in results.decision.sentence
+    # Few-shot prompts carry 2 examples: more tokens, more cost per request.
+    assert few.prompt_tokens > zero.prompt_tokens
+    assert few.cost_per_1k > zero.cost_per_1k > 0
+    assert few.monthly_cost == pytest.approx(few.cost_per_1k / 1000 * task.business.calls_per_month)
+    # The error browser holds examples where the rungs disagree, with both answers.
+    assert results.disagreements and set(results.disagreements[0].answers) == {"zero_shot", "few_shot"}
+
+    run_dir = tmp_path / "runs" / results.run_id
+    assert load_results(run_dir).decision.rung == "few_shot"
+    rows = [json.loads(line) for line in (run_dir / "predictions" / "few_shot.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 and {"input", "gold", "prediction", "score", "prompt_tokens"} <= set(rows[0])
+    assert "name: toy" in (run_dir / "config.yaml").read_text()
+
+
+def test_cheaper_rung_good_enough_stops_the_climb(tmp_path):
+    task = make_task(tmp_path, target=0.5)
+    model = FakeModel(respond=oracle(0.9, 0.95))
+    opts = RunOptions(model=model, evidence=False, report=False, out_dir=tmp_path / "runs")
+    results = run_ladder(task, opts, log=lambda m: None)
+    few = results.rung("few_shot")
+    assert few.status == "skipped" and "--all" in few.note
+    assert results.decision.rung == "zero_shot"
+    n_calls = len(model.calls)
+    assert n_calls == 40
+
+    results = run_ladder(task, RunOptions(model=model, evidence=False, report=False, out_dir=tmp_path / "runs", all_rungs=True, rungs=["zero_shot", "few_shot"], fresh=True), log=lambda m: None)
+    assert results.rung("few_shot").status == "done"
+
+
+def test_not_significantly_worse_cheaper_rung_wins(tmp_path):
+    task = make_task(tmp_path, target=0.5)
+    model = FakeModel(respond=oracle(0.9, 0.92))
+    results = run_ladder(task, RunOptions(model=model, evidence=False, report=False, all_rungs=True, rungs=["zero_shot", "few_shot"], out_dir=tmp_path / "r"), log=lambda m: None)
+    zero = results.rung("zero_shot")
+    assert zero.significantly_worse_than_best is False
+    assert results.decision.rung == "zero_shot"
+    assert "not measurably worse" in results.decision.sentence
+
+
+class Interrupting(FakeModel):
+    def __init__(self, respond, fail_after: int):
+        super().__init__(respond=respond)
+        self.fail_after = fail_after
+
+    def generate(self, conversations, max_new_tokens, progress=None):
+        if len(self.calls) + len(conversations) > self.fail_after:
+            raise KeyboardInterrupt
+        return super().generate(conversations, max_new_tokens, progress)
+
+
+def test_interrupted_run_resumes_without_redoing_work(tmp_path):
+    task = make_task(tmp_path, target=0.99)
+    opts = dict(evidence=False, report=False, out_dir=tmp_path / "runs")
+    # zero-shot (40) finishes, few-shot stops after two blocks of 16 (block = 4 x batch_size).
+    first = Interrupting(oracle(0.5, 0.9), fail_after=40 + 32)
+    with pytest.raises(KeyboardInterrupt):
+        run_ladder(task, RunOptions(model=first, **opts), log=lambda m: None)
+    assert len(first.calls) == 72
+
+    second = FakeModel(respond=oracle(0.5, 0.9))
+    results = run_ladder(task, RunOptions(model=second, **opts), log=lambda m: None)
+    # Only the 8 few-shot examples left unanswered are generated again.
+    assert len(second.calls) == 8
+    assert all(sum(m["role"] == "assistant" for m in c) == 2 for c in second.calls)
+    assert results.rung("few_shot").score.n == 40
+
+    store = RunStore()
+    [row] = store.runs(task="toy")
+    assert row["status"] == "finished" and {r["name"] for r in row["rungs"]} == {"zero_shot", "few_shot"}
+
+
+def test_rag_rung_skipped_without_corpus_and_measures_recall_with_one(tmp_path):
+    task = make_task(tmp_path, rungs=("zero_shot", "rag"), target=None)
+    results = run_ladder(task, RunOptions(model=FakeModel(respond=oracle(0.5, 0.5)), evidence=False, report=False, out_dir=tmp_path / "r"), log=lambda m: None)
+    assert results.rung("rag").status == "skipped" and "corpus" in results.rung("rag").note
+
+    class Hit:
+        def __init__(self, doc_id):
+            self.chunk = type("C", (), {"doc_id": doc_id, "text": "text of " + doc_id, "title": ""})()
+            self.score = 1.0
+
+    class Retriever:
+        def search(self, query, k):
+            return [Hit("d1"), Hit("d2")][:k]
+
+    rows = [chat(f"q{i}", "a", source_id="d1" if i % 2 else "d9") for i in range(10)]
+    write_jsonl(tmp_path / "eval.jsonl", rows)
+    model = FakeModel(respond=lambda m: "a" if "text of d1" in m[-1]["content"] else "b")
+    results = run_ladder(task, RunOptions(model=model, retriever=Retriever(), evidence=False, report=False, out_dir=tmp_path / "r2"), log=lambda m: None)
+    rag = results.rung("rag")
+    assert rag.retrieval_recall == pytest.approx(0.5)
+    assert rag.score.value == 1.0
+    assert "Documents:" in model.calls[-1][-1]["content"]
+
+
+def test_unknown_rung_fails_before_any_work(tmp_path):
+    task = make_task(tmp_path)
+    model = FakeModel()
+    with pytest.raises(Exception, match="unknown rung 'fewshot'; valid rungs: zero_shot, few_shot"):
+        run_ladder(task, RunOptions(model=model, rungs=["fewshot"]), log=lambda m: None)
+    assert model.calls == []
+
+
+def test_migrations_are_forward_only_and_idempotent():
+    db = sqlite3.connect(":memory:")
+    assert migrate(db) == [m.__name__ for m in MIGRATIONS]
+    assert migrate(db) == []
+    tables = {r[0] for r in db.execute("select name from sqlite_master where type='table'")}
+    assert {"runs", "rungs", "_migrations"} <= tables
+
+
+def test_cli_malformed_task_is_one_clear_line(tmp_path, capsys):
+    bad = tmp_path / "task.yaml"
+    bad.write_text("name: x\ndata: {train: a.jsonl}\nmetric: accuracy\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(bad)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "data: give `train` and `eval`" in err and "Traceback" not in err
+
+    good_data = write_jsonl(tmp_path / "d.jsonl", [chat("a", "b")])
+    bad.write_text(f"name: x\ndata: {{train: {good_data}, eval: {good_data}}}\ncorpus: nowhere/\n")
+    with pytest.raises(SystemExit):
+        main(["run", str(bad)])
+    assert "corpus: file not found" in capsys.readouterr().err
+
+
+def test_cli_runs_lists_past_runs(tmp_path):
+    task = make_task(tmp_path, target=0.5)
+    run_ladder(task, RunOptions(model=FakeModel(respond=oracle(0.9, 0.9)), evidence=False, report=False, out_dir=tmp_path / "r"), log=lambda m: None)
+    out = CliRunner().invoke(cli, ["runs"]).output
+    assert "toy-" in out and "finished" in out and "zero_shot" in out
