@@ -154,7 +154,8 @@ class Task(Strict):
     description: str = ""
     data: DataSpec
     corpus: Path | None = Field(None, description="knowledge corpus: JSONL with id/text, or a folder of .txt/.md")
-    metric: str = Field("exact_match", description="a registered metric name, or module:function")
+    metric: str = Field("exact_match", description="a registered metric name, or module:function / file.py:function")
+    metric_options: dict[str, Any] = Field(default_factory=dict, description="options for the metric, e.g. schema")
     target: float | None = Field(None, description="score that is good enough (same scale as the metric)")
     system_prompt: str | None = Field(None, description="defaults to the data's own system message")
     model: str = Field("embedded", description="embedded, a local folder, a .gguf path, a hub id, or openai:NAME")

@@ -349,23 +349,29 @@ def run_rung(state: RunState, name: str, progress: PROGRESS_FACTORY) -> RungResu
 
 def compare_rungs(state: RunState, results: list[RungResult], alpha: float) -> None:
     """p-values against the best rung and the previous rung, on the same examples."""
-    from tunewise.eval.stats import compare
+    from tunewise.eval.stats import compare, compare_predictions
 
     done = [r for r in results if r.status == "done" and r.score is not None]
     if not done:
         return
     best = max(done, key=lambda r: r.score.value)
     binary = bool(getattr(state.metric, "binary", False))
+    corpus_level = state.metric.corpus is not None
+
+    def p_value(a: str, b: str) -> float:
+        if corpus_level:  # e.g. macro-F1: recompute the metric on every resample, not per-example means
+            return compare_predictions(state.metric, state.predictions[a], state.predictions[b], state.ctx.eval, seed=state.ctx.seed).p_value
+        return compare(state.per_example[a], state.per_example[b], binary, seed=state.ctx.seed).p_value
+
     previous: RungResult | None = None
     for r in done:
         if r is best:
             r.p_value_vs_best, r.significantly_worse_than_best = None, False
         else:
-            cmp = compare(state.per_example[r.name], state.per_example[best.name], binary)
-            r.p_value_vs_best = cmp.p_value
-            r.significantly_worse_than_best = cmp.p_value < alpha and r.score.value < best.score.value
+            r.p_value_vs_best = p_value(r.name, best.name)
+            r.significantly_worse_than_best = r.p_value_vs_best < alpha and r.score.value < best.score.value
         if previous is not None:
-            r.p_value_vs_previous = compare(state.per_example[r.name], state.per_example[previous.name], binary).p_value
+            r.p_value_vs_previous = p_value(r.name, previous.name)
         if state.task.target is not None:
             r.meets_target = r.score.value >= state.task.target
         previous = r
@@ -520,7 +526,7 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
     options = options or RunOptions()
     progress = progress or progress_bar
     started = time.perf_counter()
-    metric = get_metric(task.metric)
+    metric = get_metric(task.metric, base_dir=task.path.parent if task.path else None, **task.metric_options)
     names = options.rungs or (list(RUNGS) if options.all_rungs else task.ladder.rungs)
     for n in names:
         get_rung(n)  # unknown names fail before any work
@@ -584,6 +590,7 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
                 result.meets_target = result.score.value >= task.target
             results.rungs = list(done.values())
             save_results(results, run_dir)
+        results.rungs = list(done.values())
 
         compare_rungs(state, results.rungs, task.ladder.alpha)
         results.decision = decide(task, results.rungs, results.advice)
@@ -615,3 +622,25 @@ def _restore(state: RunState, name: str, result: RungResult) -> None:
     rows = _read_jsonl(state.run_dir / (result.predictions_file or f"predictions/{name}.jsonl"))
     state.predictions[name] = [r["prediction"] for r in rows]
     state.per_example[name] = [r["score"] for r in rows]
+
+
+def open_run(run_dir: Path | str, options: RunOptions | None = None) -> tuple[Task, LadderContext, Results]:
+    """A finished run's task, a fresh context over its data, and its results (for serve and export).
+
+    The config saved in the run folder is the source of truth, so a run can be served or exported
+    after the original task file moved or changed.
+    """
+    import yaml
+
+    from tunewise.ladder.results import load_results
+    from tunewise.task import parse_task
+
+    run_dir = Path(run_dir)
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise TunewiseError(f"{run_dir} is not a run folder (no config.yaml); list runs with `tunewise runs`")
+    task = parse_task(yaml.safe_load(config.read_text(encoding="utf-8")), config)
+    results = load_results(run_dir)
+    options = options or RunOptions()
+    train, evals = _load_examples(task, options)
+    return task, _context(task, train, evals, run_dir, options), results
