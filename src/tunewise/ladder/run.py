@@ -433,7 +433,7 @@ def decide(task: Task, results: list[RungResult], advice: dict[str, Any] | None)
     approach, rules, agreement = None, [], None
     if advice:
         approach = advice.get("approach")
-        rules = [f"{f['id']}: {f['reason']}" for f in advice.get("fired_rules", [])]
+        rules = [f"{f['id']}: {f['reason']}" for f in advice.get("rules", [])]
         advised_rung = APPROACH_TO_RUNG.get(approach or "")
         if advised_rung is None:
             agreement = f"The framework recommends {approach}, which the ladder does not measure directly."
