@@ -1,0 +1,66 @@
+"""Cost model: per-request, monthly and training cost, break-even volumes, GPU memory and time.
+
+Plain Python (no torch): `tunewise estimate`, the ladder and the report all call these.
+"""
+
+from tunewise.cost.memory import (
+    METHODS,
+    REFERENCE_SHAPES,
+    lora_param_count,
+    memory_by_method,
+    nearest_shape,
+    params_from_model_name,
+    parse_param_count,
+    training_flops,
+    training_memory_gb,
+    training_time_estimate,
+)
+from tunewise.cost.model import (
+    ApproachCost,
+    BreakEvenPoint,
+    Estimate,
+    Workload,
+    approach_prompt_tokens,
+    break_even,
+    break_even_calls_per_month,
+    cost_curve,
+    default_epochs,
+    estimate,
+    horizon_cost,
+    measure_task,
+    monthly_cost,
+    request_cost,
+    training_cost,
+    training_time_s,
+    workload_from_examples,
+)
+
+__all__ = [
+    "METHODS",
+    "REFERENCE_SHAPES",
+    "ApproachCost",
+    "BreakEvenPoint",
+    "Estimate",
+    "Workload",
+    "approach_prompt_tokens",
+    "break_even",
+    "break_even_calls_per_month",
+    "cost_curve",
+    "default_epochs",
+    "estimate",
+    "horizon_cost",
+    "lora_param_count",
+    "measure_task",
+    "memory_by_method",
+    "monthly_cost",
+    "nearest_shape",
+    "params_from_model_name",
+    "parse_param_count",
+    "request_cost",
+    "training_cost",
+    "training_flops",
+    "training_memory_gb",
+    "training_time_estimate",
+    "training_time_s",
+    "workload_from_examples",
+]
