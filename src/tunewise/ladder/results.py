@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from tunewise.errors import TunewiseError
 
@@ -166,6 +166,10 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; give the file the mode a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -185,11 +189,18 @@ def load_results(path: Path) -> Results:
         path = path / "results.json"
     if not path.is_file():
         raise TunewiseError(f"no results.json at {path}; give a run folder written by `tunewise run`")
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    version = raw.get("schema_version")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise TunewiseError(f"{path}: not valid JSON ({err}); rerun the task to rewrite it") from None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
         raise TunewiseError(
             f"{path}: results schema version {version!r}, this tunewise reads {SCHEMA_VERSION}; "
             "upgrade tunewise or rerun the task"
         )
-    return Results.model_validate(raw)
+    try:
+        return Results.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise TunewiseError(f"{path}: not a valid results file: {problems}") from None
