@@ -192,7 +192,7 @@ def load_results(path: Path) -> Results:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise TunewiseError(f"{path}: not valid JSON ({err}); rerun the task to rewrite it") from None
+        raise TunewiseError(f"{path} is not valid JSON ({err}); rerun the task to rewrite it") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
         raise TunewiseError(
@@ -202,5 +202,8 @@ def load_results(path: Path) -> Results:
     try:
         return Results.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise TunewiseError(f"{path}: not a valid results file: {problems}") from None
+        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise TunewiseError(
+            f"{path} is not a valid results.json ({len(problems)} problem(s): {'; '.join(problems)}); "
+            "rerun the task to rewrite it"
+        ) from None
