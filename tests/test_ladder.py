@@ -88,8 +88,8 @@ def test_cheaper_rung_good_enough_stops_the_climb(tmp_path):
     few = results.rung("few_shot")
     assert few.status == "skipped" and "--all" in few.note
     assert results.decision.rung == "zero_shot"
-    n_calls = len(model.calls)
-    assert n_calls == 40
+    # 40 eval answers, then 1 warm-up + 8 single requests timed for latency.
+    assert len(model.calls) == 40 + 9
 
     results = run_ladder(task, RunOptions(model=model, evidence=False, report=False, out_dir=tmp_path / "runs", all_rungs=True, rungs=["zero_shot", "few_shot"], fresh=True), log=lambda m: None)
     assert results.rung("few_shot").status == "done"
@@ -119,16 +119,17 @@ class Interrupting(FakeModel):
 def test_interrupted_run_resumes_without_redoing_work(tmp_path):
     task = make_task(tmp_path, target=0.99)
     opts = dict(evidence=False, report=False, out_dir=tmp_path / "runs")
-    # zero-shot (40) finishes, few-shot stops after two blocks of 16 (block = 4 x batch_size).
-    first = Interrupting(oracle(0.5, 0.9), fail_after=40 + 32)
+    # zero-shot (40 + 9 latency probes) finishes, few-shot stops after two blocks of 16
+    # (block = 4 x batch_size).
+    first = Interrupting(oracle(0.5, 0.9), fail_after=49 + 32)
     with pytest.raises(KeyboardInterrupt):
         run_ladder(task, RunOptions(model=first, **opts), log=lambda m: None)
-    assert len(first.calls) == 72
+    assert len(first.calls) == 81
 
     second = FakeModel(respond=oracle(0.5, 0.9))
     results = run_ladder(task, RunOptions(model=second, **opts), log=lambda m: None)
-    # Only the 8 few-shot examples left unanswered are generated again.
-    assert len(second.calls) == 8
+    # Only the 8 few-shot examples left unanswered are generated again (+ 9 latency probes).
+    assert len(second.calls) == 8 + 9
     assert all(sum(m["role"] == "assistant" for m in c) == 2 for c in second.calls)
     assert results.rung("few_shot").score.n == 40
 
