@@ -90,7 +90,7 @@ class RunStore:
             self.db.execute(
                 """insert into runs (id, task, run_dir, model, metric, status, created, updated, config_hash)
                    values (?, ?, ?, ?, ?, 'running', ?, ?, ?)
-                   on conflict(id) do update set status='running', updated=excluded.updated""",
+                   on conflict(id) do update set status='running', updated=excluded.updated, run_dir=excluded.run_dir""",
                 (run_id, task, str(run_dir), model, metric, now, now, config_hash),
             )
 

@@ -1,0 +1,171 @@
+"""What the server serves: finished runs turned into ready-to-generate configurations.
+
+A `ServedConfig` is one rung of one run, prepared exactly as the ladder prepared it (same
+`RUNGS[name].prepare(ctx)`, same system prompt, few-shot examples, retriever and model or
+adapter). `load_runs` builds them from run folders; tests build them directly from fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunewise.errors import TunewiseError
+from tunewise.ladder.rungs import Prepared, Request
+from tunewise.models.base import ChatModel, Messages
+
+BASE_NAME = "base"
+"""Model name of the router's fallback: the base model with no configured system prompt."""
+ROUTER_NAME = "router"
+"""Model name that lets the router pick the configuration."""
+
+
+@dataclass
+class ServedConfig:
+    """One configuration behind the API: a rung of a finished run, ready to generate."""
+
+    prepared: Prepared
+    """The rung's model and request builder, exactly as the ladder scored it."""
+    task: str
+    """The run's task name (the primary model name clients send)."""
+    rung: str
+    """The rung served, e.g. "few_shot"; "base" for the router's fallback."""
+    max_new_tokens: int
+    """Default `max_tokens` when a request gives none: the value the ladder measured with."""
+    run_dir: Path | None = None
+    train_inputs: list[str] = field(default_factory=list)
+    """The run's training inputs: what the router compares requests with."""
+
+    @property
+    def fingerprint(self) -> str:
+        """`task:rung`, returned as the response's system_fingerprint and x-tunewise-config header."""
+        return f"{self.task}:{self.rung}"
+
+
+def base_config(model: ChatModel, max_new_tokens: int) -> ServedConfig:
+    """The plain base model: the caller's messages as they are, no configured prompt or examples."""
+
+    def build(messages: Messages) -> Request:
+        return Request([dict(m) for m in messages])
+
+    return ServedConfig(Prepared(model, build), task=BASE_NAME, rung=BASE_NAME, max_new_tokens=max_new_tokens)
+
+
+def _load_model(spec: str, trust_remote_code: bool, cache: dict[str, ChatModel]) -> ChatModel:
+    """One loaded model per spec, shared by every run that names it (so their requests batch together)."""
+    if spec not in cache:
+        from tunewise.models.resolve import load_model
+
+        cache[spec] = load_model(spec, trust_remote_code=True) if trust_remote_code else load_model(spec)
+    return cache[spec]
+
+
+def load_runs(
+    runs: Sequence[str | Path],
+    rung: str | None = None,
+    *,
+    with_base: bool = False,
+    trust_remote_code: bool = False,
+    model: ChatModel | None = None,
+    embedder: object = None,
+    retriever: object = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, ServedConfig]:
+    """Model name -> configuration for each run folder: the run's task name and `task:rung`.
+
+    `rung` overrides every run's decision. `with_base` adds the router's fallback under "base".
+    `model`, `embedder`, `retriever` are injected into every run's context (tests); left None the
+    run's own model spec is loaded once and shared between runs that name the same spec.
+    """
+    from tunewise.ladder.run import RunOptions, open_run
+    from tunewise.ladder.rungs import get_rung
+
+    if rung is not None:
+        get_rung(rung)  # an unknown name fails with the valid ones before anything loads
+    problems: list[str] = []
+    chosen: list[tuple[Path, str]] = []  # (run folder, rung)
+    served_from: dict[str, Path] = {}  # task name -> run folder
+    for run in runs:
+        run_dir = Path(run)
+        try:
+            task, _, results = open_run(run_dir)  # reads config and results only: no model loads yet
+        except TunewiseError as err:
+            problems.append(str(err))
+            continue
+        name = rung or (results.decision.rung if results.decision else None)
+        done = [r.name for r in results.rungs if r.status == "done"]
+        if name is None:
+            problems.append(f"{run_dir}: the run made no decision (no rung finished); rerun it with `tunewise run`")
+        elif name not in done:
+            problems.append(
+                f"{run_dir}: rung {name!r} was not measured in this run (measured: {', '.join(done) or 'none'}); "
+                f"serve a measured rung with --rung, or measure it with `tunewise run TASK --rungs {name}`"
+            )
+        elif task.name in (BASE_NAME, ROUTER_NAME):
+            problems.append(f"{run_dir}: task name {task.name!r} is reserved for the router; rename the task")
+        elif task.name in served_from:
+            problems.append(
+                f"{run_dir}: task {task.name!r} is already served from {served_from[task.name]}; serve one run per task name"
+            )
+        else:
+            served_from[task.name] = run_dir
+            chosen.append((run_dir, name))
+    if problems:
+        raise TunewiseError("cannot serve:\n  " + "\n  ".join(problems))
+
+    models: dict[str, ChatModel] = {}
+    configs: dict[str, ServedConfig] = {}
+    fallback_model: ChatModel | None = None
+    for run_dir, name in chosen:
+        task, _, _ = open_run(run_dir)
+        trains = get_rung(name).trains
+        if trains:
+            refuse_pickled_weights(run_dir)
+        # A fine-tuned rung loads its own base + adapter; the plain base is loaded only when needed.
+        if model is not None:
+            shared = model
+        elif not trains or with_base:
+            shared = _load_model(task.model, trust_remote_code, models)
+        else:
+            shared = None
+        task, ctx, _ = open_run(run_dir, RunOptions(model=shared, embedder=embedder, retriever=retriever))
+        log(f"{task.name}: preparing rung {name} from {run_dir}")
+        config = ServedConfig(
+            prepared=get_rung(name).prepare(ctx),
+            task=task.name,
+            rung=name,
+            max_new_tokens=task.ladder.max_new_tokens,
+            run_dir=run_dir,
+            train_inputs=[ex.input_text for ex in ctx.train],
+        )
+        configs[task.name] = configs[config.fingerprint] = config
+        fallback_model = fallback_model or ctx.base_model()
+    if with_base and fallback_model is not None:
+        configs[BASE_NAME] = base_config(fallback_model, max(c.max_new_tokens for c in configs.values()))
+    return configs
+
+
+def refuse_pickled_weights(run_dir: Path) -> None:
+    """A run folder from elsewhere could hold a pickled adapter (adapter_model.bin), which peft would
+    unpickle when no safetensors file sits beside it. Refuse it before anything loads."""
+    folder = run_dir / "train"
+    weights = [*folder.rglob("adapter_model.bin"), *folder.rglob("pytorch_model*.bin")] if folder.is_dir() else []
+    unsafe = [p for p in weights if not any(p.parent.glob("*.safetensors"))]
+    if unsafe:
+        raise TunewiseError(
+            f"{run_dir}: pickled weights found ({', '.join(str(p.relative_to(run_dir)) for p in unsafe)}) and no "
+            "safetensors beside them; tunewise loads only safetensors. Retrain with `tunewise train` or convert the adapter"
+        )
+
+
+def primary_names(configs: dict[str, ServedConfig]) -> list[str]:
+    """One name per distinct configuration (aliases and the fallback left out): the router's choices."""
+    seen: set[int] = set()
+    names = []
+    for name, config in configs.items():
+        if id(config) in seen or config.rung == BASE_NAME:
+            continue
+        seen.add(id(config))
+        names.append(name)
+    return names
