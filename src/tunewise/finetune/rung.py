@@ -1,0 +1,84 @@
+"""The fine-tuned rungs of the ladder: `lora` (the adapter alone) and `lora_rag` (the adapter answering
+with retrieved documents, built exactly like the `rag` rung's prompt).
+
+Both share one adapter, trained once per run under <run>/train/ and reused after that (also by the
+learning curve's 100% point and by `tunewise serve`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+from tunewise.ladder.rungs import LadderContext, Prepared, Request, rag_messages, user_turns, with_system
+from tunewise.models.base import ChatModel, Messages
+
+_LOADED: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
+"""adapter folder -> the loaded model, while some rung still holds it: lora and lora_rag share it."""
+
+
+def train_dir(ctx: LadderContext) -> Path:
+    return ctx.run_dir / "train"
+
+
+def finetuned_model(adapter_path: Path, model_spec: str) -> ChatModel:
+    """A ChatModel over the base with the adapter (or over the fully fine-tuned model), loaded once."""
+    key = str(Path(adapter_path).resolve())
+    model = _LOADED.get(key)
+    if model is None:
+        from tunewise.finetune.train import load_finetuned
+        from tunewise.models.hf import TransformersModel
+        from tunewise.models.resolve import model_name
+
+        weights, tokenizer = load_finetuned(adapter_path, model_spec)
+        model = TransformersModel(weights, tokenizer, f"{model_name(model_spec)}+{Path(adapter_path).parent.name}")
+        _LOADED[key] = model
+    return model
+
+
+def prepared_from_adapter(ctx: LadderContext, adapter_path: Path, summary: Any, with_rag: bool) -> Prepared:
+    """The rung's Prepared for a trained adapter: the same request building as zero_shot or rag."""
+    from tunewise.finetune.train import upfront_training_cost
+
+    model = finetuned_model(adapter_path, ctx.task.model)
+    system = ctx.system_prompt
+    if with_rag:
+        k = ctx.task.ladder.rag.k
+        retriever = ctx.retriever()
+
+        def build(turns: Messages) -> Request:
+            turns = user_turns(turns)
+            hits = retriever.search(turns[-1]["content"], k)
+            return Request(rag_messages(system, turns, hits), [h.chunk.doc_id for h in hits])
+
+    else:
+
+        def build(turns: Messages) -> Request:
+            return Request(with_system(system, user_turns(turns)))
+
+    return Prepared(
+        model=model,
+        build=build,
+        finetuned=True,
+        upfront_cost=upfront_training_cost(ctx.task, summary),
+        details={"training": summary, "rag": with_rag},
+        adapter_path=Path(adapter_path),
+    )
+
+
+def prepare_finetuned(ctx: LadderContext, with_rag: bool) -> Prepared:
+    """Train (or reuse) the run's adapter on ctx.train and serve it as a rung."""
+    from tunewise.finetune.train import train_model
+    from tunewise.ui import err_console, progress_bar
+
+    task = ctx.task
+    with progress_bar(f"Fine-tuning ({task.train.method}) steps", None) as advance:
+        outcome = train_model(
+            task,
+            ctx.train,
+            train_dir(ctx),
+            progress=lambda step, steps: advance(1),
+            log=lambda message: err_console.print(message),
+        )
+    return prepared_from_adapter(ctx, outcome.adapter_path, outcome.summary, with_rag)
