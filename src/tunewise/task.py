@@ -102,6 +102,16 @@ class DataSpec(Strict):
         return self
 
 
+class ModelOptions(Strict):
+    """How to reach or run the model. Unset fields keep the backend's defaults."""
+
+    base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key (OPENAI_API_KEY)")
+    max_concurrency: int | None = Field(None, ge=1, description="parallel HTTP requests")
+    bf16: Literal["auto", "on", "off"] | None = Field(None, description="bf16 autocast for local models")
+    max_batch_tokens: int | None = Field(None, ge=1, description="token budget of one generation batch")
+
+
 class FewShotSpec(Strict):
     k: int = Field(5, ge=1, le=64, description="examples shown in the prompt")
     selection: Literal["nearest", "fixed"] = Field("nearest", description="nearest by embedding, or a fixed sample")
@@ -159,6 +169,7 @@ class Task(Strict):
     target: float | None = Field(None, description="score that is good enough (same scale as the metric)")
     system_prompt: str | None = Field(None, description="defaults to the data's own system message")
     model: str = Field("embedded", description="embedded, a local folder, a .gguf path, a hub id, or openai:NAME")
+    model_options: ModelOptions = Field(default_factory=ModelOptions)
     business: Business = Field(default_factory=Business)
     ladder: LadderSpec = Field(default_factory=LadderSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)

@@ -258,7 +258,10 @@ def _context(task: Task, train: list[Example], evals: list[Example], run_dir: Pa
             else:
                 from tunewise.models.resolve import load_model
 
-                cache["model"] = load_model(task.model)
+                opts = task.model_options.model_dump(exclude_none=True)
+                if not task.model.startswith("openai:") and "base_url" not in opts:
+                    opts["max_batch_size"] = task.ladder.batch_size
+                cache["model"] = load_model(task.model, **opts)
         return cache["model"]
 
     def embedder() -> Any:
