@@ -324,6 +324,23 @@ def test_training_summary_has_measurements(trained):
     assert [p.epoch for p in s.loss_curve if p.val_loss is not None] == [1.0, 2.0, 3.0][: len([p for p in s.loss_curve if p.val_loss])]
 
 
+def test_full_fine_tuning_trains_every_weight_and_saves_a_model_folder(tiny_dir, tmp_path):
+    from tunewise.finetune.export import export_run
+
+    capture = Capture(probe_ids())
+    task = make_task(tiny_dir, method="full", epochs=1, learning_rate=0.001)
+    out = ft.train_model(task, sound_examples(16), tmp_path, callbacks=[capture])
+    assert out.adapter_path.name == "model" and (out.adapter_path / "model.safetensors").is_file()
+    base = dict(build_model(build_tokenizer()).named_parameters())
+    assert set(capture.params) == set(base)
+    assert all(not torch.equal(capture.params[n], base[n]) for n in base)
+    model, _ = ft.load_finetuned(out.adapter_path, str(tiny_dir))
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=capture.input_ids).logits, capture.logits, atol=1e-5)
+    merged = export_run(tmp_path, tmp_path / "export", merge=True)  # a full fine-tune is copied as it is
+    assert (merged / "model.safetensors").is_file() and "full fine-tuning" in (merged / "README.md").read_text()
+
+
 def test_finished_adapter_is_reused_and_a_changed_config_retrains(tiny_dir, trained, tmp_path):
     out, _, task = trained
     again = ft.train_model(task, sound_examples(32), out.folder.parent)
@@ -334,21 +351,39 @@ def test_finished_adapter_is_reused_and_a_changed_config_retrains(tiny_dir, trai
     assert not other.reused and other.folder != out.folder
 
 
-def test_bf16_setting_turns_on_trainer_autocast(tiny_dir, tmp_path):
-    import contextlib
+class MatmulDtypes:
+    """Records the dtype of the first attention projection's output on every training forward pass."""
 
-    tokenizer = build_tokenizer()
-    rows = [ft.encode_example(tokenizer, ex, 64) for ex in sound_examples(4)]
-    for bf16 in (True, False):
-        trainer = ft._trainer(make_task(tiny_dir), build_model(tokenizer), tokenizer, rows, [], tmp_path, False, bf16, [])
-        assert trainer.accelerator.mixed_precision == ("bf16" if bf16 else "no")
-        assert isinstance(trainer.autocast_smart_context_manager(), contextlib.nullcontext) is not bf16
-        assert trainer.args.train_sampling_strategy == "group_by_length"
+    def __init__(self):
+        self.seen = set()
+
+    def __getattr__(self, name):
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        layer = next(m for n, m in model.named_modules() if n.endswith("q_proj.base_layer"))
+        layer.register_forward_hook(lambda module, inputs, output: self.seen.add(output.dtype))
+
+
+@pytest.mark.parametrize("bf16, dtype", [("on", torch.bfloat16), ("off", torch.float32)])
+def test_bf16_setting_runs_training_matmuls_in_bf16_on_cpu(tiny_dir, tmp_path, bf16, dtype):
+    probe = MatmulDtypes()
+    out = ft.train_model(make_task(tiny_dir, epochs=1, bf16=bf16), sound_examples(8), tmp_path, callbacks=[probe])
+    assert probe.seen == {dtype}
+    assert out.summary.bf16 is (bf16 == "on")
 
 
 @pytest.mark.parametrize("setting, expected", [("off", False), ("on", True)])
 def test_bf16_on_and_off_are_obeyed_on_cpu(setting, expected):
     assert ft.resolve_train_bf16(setting, cuda=False) is expected
+
+
+def test_api_models_cannot_be_fine_tuned(tmp_path):
+    task = parse_task({"name": "t", "data": {"train": "a", "eval": "b"}, "model": "openai:gpt-4o-mini"})
+    with pytest.raises(TunewiseError, match="API model.*local folder"):
+        ft.train_model(task, sound_examples(8), tmp_path)
 
 
 def test_qlora_without_cuda_names_both_options(tiny_dir, tmp_path):
@@ -468,6 +503,7 @@ def test_lora_and_lora_rag_share_one_adapter(ladder):
     ctx, lora, lora_rag, retriever = ladder
     assert lora.adapter_path == lora_rag.adapter_path
     assert lora.model is lora_rag.model  # loaded once
+    assert lora.model.max_batch_size == ctx.task.ladder.batch_size  # batched like the prompted rungs
     assert len(list((ctx.run_dir / "train").iterdir())) == 1
     summary = lora.details["training"]
     assert lora.finetuned and lora.upfront_cost == pytest.approx(summary.hosted_cost_estimate) and lora.upfront_cost > 0
@@ -600,6 +636,18 @@ def test_train_command_prints_losses_and_adapter(tiny_dir, tmp_path):
     assert bad.exit_code != 0 and "epochs" in str(bad.exception or bad.output)
 
 
+def test_train_command_learning_curve(tiny_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from tunewise.cli import cli
+
+    task_file = write_task(tmp_path, tiny_dir, n=16, learning_curve=[0.5, 1.0])
+    result = CliRunner().invoke(cli, ["train", str(task_file), "--out", str(tmp_path / "out"), "--learning-curve"])
+    assert result.exit_code == 0, result.output
+    assert "     7 examples:" in result.output and "    14 examples:" in result.output
+    assert "Learning curve: " in result.output
+
+
 def test_accelerate_launch_runs_the_same_command(tiny_dir, tmp_path):
     """The multi-GPU path (accelerate launch) with one CPU process: same code, same adapter layout."""
     pytest.importorskip("accelerate")
@@ -632,6 +680,6 @@ def test_lora_on_the_embedded_model(tmp_path):
     losses = [p.train_loss for p in s.loss_curve if p.train_loss is not None]
     assert losses[-1] < losses[0]
     assert s.tokens_per_s > 0 and s.bf16 == ft.resolve_train_bf16("auto", cuda=torch.cuda.is_available())
-    model = finetuned_model(out.adapter_path, task.model)
+    model = finetuned_model(out.adapter_path, task)
     (generation,) = model.generate([evals[0].messages], max_new_tokens=8)
     assert generation.text

@@ -78,9 +78,10 @@ def _context(task: Any, train: list, evals: list, run_dir: Path) -> Any:
         return get
 
     def base_model() -> Any:
+        from tunewise.finetune.rung import generation_options
         from tunewise.models.resolve import load_model
 
-        return load_model(task.model)
+        return load_model(task.model, **generation_options(task))
 
     def embedder() -> Any:
         from tunewise.retrieval.embed import load_embedder

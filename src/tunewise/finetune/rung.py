@@ -22,17 +22,27 @@ def train_dir(ctx: LadderContext) -> Path:
     return ctx.run_dir / "train"
 
 
-def finetuned_model(adapter_path: Path, model_spec: str) -> ChatModel:
+def generation_options(task: Any) -> dict[str, Any]:
+    """The base model's generation settings (task.model_options, ladder batch size), so the fine-tuned
+    rungs are timed and batched like the prompted ones."""
+    opts = task.model_options.model_dump(exclude_none=True)
+    local = {k: v for k, v in opts.items() if k in ("bf16", "max_batch_tokens")}
+    return {**local, "max_batch_size": task.ladder.batch_size}
+
+
+def finetuned_model(adapter_path: Path, task: Any) -> ChatModel:
     """A ChatModel over the base with the adapter (or over the fully fine-tuned model), loaded once."""
-    key = str(Path(adapter_path).resolve())
+    options = generation_options(task)
+    key = f"{Path(adapter_path).resolve()}|{sorted(options.items())}"
     model = _LOADED.get(key)
     if model is None:
         from tunewise.finetune.train import load_finetuned
         from tunewise.models.hf import TransformersModel
         from tunewise.models.resolve import model_name
 
-        weights, tokenizer = load_finetuned(adapter_path, model_spec)
-        model = TransformersModel(weights, tokenizer, f"{model_name(model_spec)}+{Path(adapter_path).parent.name}")
+        weights, tokenizer = load_finetuned(adapter_path, task.model)
+        name = f"{model_name(task.model)}+{Path(adapter_path).parent.name}"
+        model = TransformersModel(weights, tokenizer, name, **options)
         _LOADED[key] = model
     return model
 
@@ -41,7 +51,7 @@ def prepared_from_adapter(ctx: LadderContext, adapter_path: Path, summary: Any, 
     """The rung's Prepared for a trained adapter: the same request building as zero_shot or rag."""
     from tunewise.finetune.train import upfront_training_cost
 
-    model = finetuned_model(adapter_path, ctx.task.model)
+    model = finetuned_model(adapter_path, ctx.task)
     system = ctx.system_prompt
     if with_rag:
         k = ctx.task.ladder.rag.k

@@ -569,6 +569,11 @@ def train_model(
 
     say = log or (lambda _message: None)
     spec = _resolve_spec(model_spec or task.model)
+    if spec.startswith("openai:"):
+        raise TunewiseError(
+            f"model {spec!r} is an API model: tunewise fine-tunes local weights only. Set `model:` to embedded, "
+            "a local folder, a .gguf or a hub id (hosted fine-tuning is costed by `tunewise estimate`, not run)"
+        )
     method = task.train.method
     if validation is None:
         train_part, val_part = split_validation(train_examples, task.train.validation_fraction, task.data.seed)
