@@ -6,7 +6,9 @@ Every command lives in `tunewise/commands/<name>.py` and is listed once in COMMA
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import warnings
 
 import click
 
@@ -80,7 +82,17 @@ def cli() -> None:
     """
 
 
+def _quiet_libraries() -> None:
+    """tunewise draws its own progress bars; the libraries' bars and deprecation notices are noise
+    for our users. Set before transformers is imported (it reads these at import)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
 def main(argv: list[str] | None = None) -> None:
+    _quiet_libraries()
     try:
         cli.main(args=argv, prog_name="tunewise", standalone_mode=False)
     except TunewiseError as err:
