@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -40,9 +41,8 @@ def oracle(zero_shot_accuracy: float, few_shot_accuracy: float):
     """A fake model that knows the gold label and gets a fixed share right, more with examples."""
 
     def respond(messages):
-        text = messages[-1]["content"]
-        gold = text.split("kind ")[-1]
-        index = int(text.split()[1])
+        found = re.search(r"item (\d+) kind (\w+)", messages[-1]["content"])
+        index, gold = int(found.group(1)), found.group(2)
         few = sum(m["role"] == "assistant" for m in messages) > 0
         share = few_shot_accuracy if few else zero_shot_accuracy
         right = (index * 7919 % 100) < share * 100
@@ -160,6 +160,26 @@ def test_rag_rung_skipped_without_corpus_and_measures_recall_with_one(tmp_path):
     assert rag.retrieval_recall == pytest.approx(0.5)
     assert rag.score.value == 1.0
     assert "Documents:" in model.calls[-1][-1]["content"]
+
+
+def test_few_shot_rag_combines_demonstrations_with_documents(tmp_path):
+    task = make_task(tmp_path, rungs=("zero_shot", "few_shot_rag"), target=None)
+
+    class Retriever:
+        def search(self, query, k):
+            chunk = type("C", (), {"doc_id": "d1", "text": "the facts", "title": "Doc"})()
+            return [type("H", (), {"chunk": chunk, "score": 1.0})()]
+
+    model = FakeModel(respond=oracle(0.3, 0.9))
+    results = run_ladder(task, RunOptions(model=model, retriever=Retriever(), evidence=False, report=False, out_dir=tmp_path / "r"), log=lambda m: None)
+    combined = results.rung("few_shot_rag")
+    last = model.calls[-1]
+    # system, 2 demonstrations (user + assistant each), then the question carrying the documents.
+    assert [m["role"] for m in last] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert "Documents:\n[1] Doc: the facts" in last[-1]["content"] and "Documents:" not in last[1]["content"]
+    assert combined.title == "Few-shot (k=2) + RAG (k=3)"
+    assert combined.p_value_vs_zero_shot is not None and combined.p_value_vs_zero_shot < 0.05
+    assert results.rung("zero_shot").p_value_vs_zero_shot is None
 
 
 def test_unknown_rung_fails_before_any_work(tmp_path):

@@ -146,7 +146,7 @@ class TrainSpec(Strict):
 
 class LadderSpec(Strict):
     rungs: list[str] = Field(
-        default_factory=lambda: ["zero_shot", "few_shot", "rag", "lora", "lora_rag"],
+        default_factory=lambda: ["zero_shot", "few_shot", "rag", "few_shot_rag", "lora", "lora_rag"],
         description="rungs to climb, cheapest first; rungs that need a corpus are skipped without one",
     )
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)

@@ -61,6 +61,7 @@ class RungResult(BaseModel):
     score: Score | None = None
     p_value_vs_best: float | None = None
     p_value_vs_previous: float | None = None
+    p_value_vs_zero_shot: float | None = None  # paired test against the plain prompt, the baseline
     significantly_worse_than_best: bool | None = None
     meets_target: bool | None = None
     latency_p50_s: float | None = None

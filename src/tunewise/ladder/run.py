@@ -216,6 +216,8 @@ def estimated_horizon_cost(name: str, state: RunState, done: dict[str, RungResul
         prompt += task.ladder.few_shot.k * (input_tokens + answer_tokens)
     elif name in ("rag", "lora_rag"):
         prompt += rag_tokens
+    elif name == "few_shot_rag":
+        prompt += rag_tokens + task.ladder.few_shot.k * (input_tokens + answer_tokens)
     if RUNGS[name].trains:
         from tunewise.cost.model import training_cost
 
@@ -391,6 +393,8 @@ def compare_rungs(state: RunState, results: list[RungResult], alpha: float) -> N
             r.significantly_worse_than_best = r.p_value_vs_best < alpha and r.score.value < best.score.value
         if previous is not None:
             r.p_value_vs_previous = p_value(r.name, previous.name)
+        if r.name != "zero_shot" and "zero_shot" in state.per_example:
+            r.p_value_vs_zero_shot = p_value(r.name, "zero_shot")
         if state.task.target is not None:
             r.meets_target = r.score.value >= state.task.target
         previous = r
@@ -456,7 +460,7 @@ def decide(task: Task, results: list[RungResult], advice: dict[str, Any] | None)
         advised_rung = APPROACH_TO_RUNG.get(approach or "")
         if advised_rung is None:
             agreement = f"The framework recommends {approach}, which the ladder does not measure directly."
-        elif advised_rung == choice.name:
+        elif advised_rung == choice.name or (advised_rung == "rag" and choice.name == "few_shot_rag"):
             agreement = f"Measurement and the framework agree: {choice.title}."
         else:
             measured = next((r for r in done if r.name == advised_rung), None)

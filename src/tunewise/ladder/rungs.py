@@ -100,11 +100,11 @@ def zero_shot(ctx: LadderContext) -> Prepared:
     return Prepared(ctx.base_model(), lambda turns: Request(with_system(system, user_turns(turns))))
 
 
-def few_shot(ctx: LadderContext) -> Prepared:
+def shot_selector(ctx: LadderContext) -> Callable[[str], Messages]:
+    """Few-shot demonstrations for a question: a fixed sample, or the k nearest train examples."""
     spec = ctx.task.ladder.few_shot
-    system = ctx.system_prompt
     if not ctx.train:
-        raise TunewiseError("few_shot needs training examples; the train split is empty")
+        raise TunewiseError("few-shot needs training examples; the train split is empty")
     k = min(spec.k, len(ctx.train))
 
     def shots(examples: list[Example]) -> Messages:
@@ -114,19 +114,22 @@ def few_shot(ctx: LadderContext) -> Prepared:
         return out
 
     if spec.selection == "fixed":
-        fixed = random.Random(ctx.seed).sample(ctx.train, k)
-        prefix = shots(fixed)
-        return Prepared(ctx.base_model(), lambda turns: Request(with_system(system, prefix + user_turns(turns))))
+        prefix = shots(random.Random(ctx.seed).sample(ctx.train, k))
+        return lambda question: prefix
 
     from tunewise.retrieval.embed import nearest_examples_index
 
     index = nearest_examples_index(ctx.embedder(), [ex.input_text for ex in ctx.train])
+    # Most similar example last, closest to the question.
+    return lambda question: shots([ctx.train[i] for i in reversed(index.nearest(question, k))])
+
+
+def few_shot(ctx: LadderContext) -> Prepared:
+    system, select = ctx.system_prompt, shot_selector(ctx)
 
     def build(turns: Messages) -> Request:
         turns = user_turns(turns)
-        idx = index.nearest(turns[-1]["content"], k)
-        # Most similar example last, closest to the question.
-        return Request(with_system(system, shots([ctx.train[i] for i in reversed(idx)]) + turns))
+        return Request(with_system(system, select(turns[-1]["content"]) + turns))
 
     return Prepared(ctx.base_model(), build)
 
@@ -144,6 +147,22 @@ def rag(ctx: LadderContext) -> Prepared:
     return Prepared(ctx.base_model(), build)
 
 
+def few_shot_rag(ctx: LadderContext) -> Prepared:
+    """Demonstrations teach the answer's form, retrieved documents supply the facts."""
+    spec, system = ctx.task.ladder.rag, ctx.system_prompt
+    select, retriever = shot_selector(ctx), ctx.retriever()
+
+    def build(turns: Messages) -> Request:
+        turns = user_turns(turns)
+        question = turns[-1]["content"]
+        hits = retriever.search(question, spec.k)
+        messages = rag_messages(system, turns, hits)
+        head = 1 if system else 0
+        return Request(messages[:head] + select(question) + messages[head:], [h.chunk.doc_id for h in hits])
+
+    return Prepared(ctx.base_model(), build)
+
+
 def _finetuned(ctx: LadderContext, with_rag: bool) -> Prepared:
     from tunewise.finetune.rung import prepare_finetuned
 
@@ -156,6 +175,7 @@ RUNGS: dict[str, Rung] = {
         Rung("zero_shot", "Zero-shot prompt", zero_shot),
         Rung("few_shot", "Few-shot", few_shot),
         Rung("rag", "RAG", rag, needs_corpus=True),
+        Rung("few_shot_rag", "Few-shot + RAG", few_shot_rag, needs_corpus=True),
         Rung("lora", "LoRA fine-tune", lambda ctx: _finetuned(ctx, False), trains=True),
         Rung("lora_rag", "LoRA fine-tune + RAG", lambda ctx: _finetuned(ctx, True), needs_corpus=True, trains=True),
     ]
@@ -174,6 +194,8 @@ def rung_title(name: str, task: Task) -> str:
         return f"Few-shot (k={spec.few_shot.k}, {spec.few_shot.selection})"
     if name in ("rag", "lora_rag"):
         return f"{RUNGS[name].title} (k={spec.rag.k}, {spec.rag.mode})"
+    if name == "few_shot_rag":
+        return f"Few-shot (k={spec.few_shot.k}) + RAG (k={spec.rag.k})"
     if name == "lora" and task.train.method != "lora":
         return f"{task.train.method.upper()} fine-tune"
     return RUNGS[name].title
