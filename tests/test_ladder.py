@@ -219,3 +219,14 @@ def test_cli_runs_lists_past_runs(tmp_path):
     run_ladder(task, RunOptions(model=FakeModel(respond=oracle(0.9, 0.9)), evidence=False, report=False, out_dir=tmp_path / "r"), log=lambda m: None)
     out = CliRunner().invoke(cli, ["runs"]).output
     assert "toy-" in out and "finished" in out and "zero_shot" in out
+
+
+def test_run_id_ignores_settings_that_only_change_the_decision(tmp_path):
+    from tunewise.ladder.run import config_hash
+
+    task = make_task(tmp_path)
+    same = task.model_copy(update={"target": 0.1, "ladder": task.ladder.model_copy(update={"rungs": ["zero_shot"], "alpha": 0.01})})
+    other = task.model_copy(update={"ladder": task.ladder.model_copy(update={"max_new_tokens": 7})})
+    assert config_hash(task, RunOptions()) == config_hash(same, RunOptions())
+    assert config_hash(task, RunOptions()) != config_hash(other, RunOptions())
+    assert config_hash(task, RunOptions()) != config_hash(task, RunOptions(eval_limit=5))

@@ -96,9 +96,15 @@ def _file_digest(path: Path, h: Any) -> None:
 
 
 def config_hash(task: Task, options: RunOptions) -> str:
-    """Hash of what determines the results: config (minus paths) and the data's content."""
+    """Hash of what determines the predictions: config (minus paths) and the data's content.
+
+    Prices, the target, alpha and the list of rungs only change the decision, which every run
+    recomputes, so changing them reuses the finished rungs.
+    """
     h = hashlib.sha256()
-    cfg = task.model_dump(mode="json", exclude={"business"})
+    cfg = task.model_dump(mode="json", exclude={"business", "target", "description"})
+    cfg["ladder"].pop("rungs", None)
+    cfg["ladder"].pop("alpha", None)
     for key in ("train", "eval", "file"):
         cfg["data"].pop(key, None)
     cfg.pop("corpus", None)
