@@ -83,7 +83,7 @@ def test_curve_fit_recovers_examples_needed(sizes, truth, kind):
     assert fit.kind == kind
     needed, verdict = curve.curve_verdict(sizes, [f(n) for n in sizes], fit, target)
     assert needed == pytest.approx(true_needed, rel=0.02)
-    assert f"about {needed:,.0f} training examples" in verdict
+    assert f"About {needed:,.0f} training examples" in verdict
     assert ("fixed at 0.5" in verdict) == (kind == "power_half")
 
 

@@ -162,7 +162,7 @@ def curve_verdict(
         else ""
     )
     return needed, (
-        f"about {needed:,.0f} training examples should reach the {target:g} target "
+        f"About {needed:,.0f} training examples should reach the {target:g} target "
         f"(measured up to {largest}, best {max(s for _, s in pairs):.2f}).{far}{caveat}"
     )
 
