@@ -69,8 +69,10 @@ def print_results(results: Results, run_dir: Path | None = None) -> None:
     for be in results.break_even:
         a, b = results.rung(be.cheaper_upfront), results.rung(be.cheaper_per_call)
         if a and b:
-            when = "never" if be.calls_per_month is None else f"above {be.calls_per_month:,.0f} calls/month"
-            console.print(f"  break-even: {b.title} is cheaper than {a.title} {when}")
+            if be.calls_per_month is None:
+                console.print(f"  break-even: {b.title} is never cheaper than {a.title}")
+            else:
+                console.print(f"  break-even: {b.title} is cheaper than {a.title} above {be.calls_per_month:,.0f} calls/month")
     if results.learning_curve:
         console.print(f"  learning curve: {results.learning_curve.verdict}")
     if results.forgetting:
