@@ -24,10 +24,9 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-@contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator:
-    """A rich progress bar with count and ETA; yields advance(n). Quiet when not a terminal."""
-    progress = Progress(
+def progress_layout(disable: bool = False) -> Progress:
+    """tunewise's one progress layout: description, bar, count, elapsed, ETA. Quiet off a terminal."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -36,8 +35,14 @@ def progress_bar(description: str, total: int | None) -> Iterator:
         TimeRemainingColumn(),
         console=err_console,
         transient=False,
-        disable=not err_console.is_terminal,
+        disable=disable or not err_console.is_terminal,
     )
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator:
+    """A rich progress bar with count and ETA; yields advance(n). Quiet when not a terminal."""
+    progress = progress_layout()
     with progress:
         task_id = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task_id, n)

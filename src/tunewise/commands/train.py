@@ -125,7 +125,7 @@ def command(
     as_json: bool,
 ) -> None:
     """Fine-tune (LoRA or full) on TASK.yaml's train split; an interrupted run resumes when rerun."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from tunewise.ui import progress_layout
 
     from tunewise.data.splits import load_splits
     from tunewise.finetune.train import train_model
@@ -142,18 +142,9 @@ def command(
     say = (lambda message: err_console.print(message, markup=False)) if main else (lambda message: None)
     _quiet_transformers()
 
-    progress = Progress(
-        TextColumn("[bold]Training steps"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=not (main and err_console.is_terminal),
-    )
+    progress = progress_layout(disable=not main)
     with progress:
-        bar = progress.add_task("train", total=None)
+        bar = progress.add_task("Training steps", total=None)
 
         def advance(step: int, steps: int) -> None:
             progress.update(bar, completed=step, total=steps)
