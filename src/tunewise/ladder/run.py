@@ -593,15 +593,15 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
             good = [r for r in done.values() if r.status == "done" and r.meets_target]
             if good and not options.all_rungs:
                 best_cost = min(r.horizon_cost or 0 for r in good)
-                floor = min(estimated_horizon_cost(n, state, done) for n in names[i:])
-                if floor >= best_cost:
+                estimates = {n: estimated_horizon_cost(n, state, done) for n in names[i:]}
+                if min(estimates.values()) >= best_cost:
                     for n in names[i:]:
                         done[n] = RungResult(
                             name=n,
                             title=rung_title(n, task),
                             status="skipped",
                             note=f"a cheaper rung already meets the target; this one would cost at least "
-                            f"{_fmt_money(estimated_horizon_cost(n, state, done))} over {task.business.horizon_months} months "
+                            f"{_fmt_money(estimates[n])} over {task.business.horizon_months} months "
                             "(use --all to measure it anyway)",
                         )
                     break
