@@ -230,3 +230,78 @@ def test_run_id_ignores_settings_that_only_change_the_decision(tmp_path):
     assert config_hash(task, RunOptions()) == config_hash(same, RunOptions())
     assert config_hash(task, RunOptions()) != config_hash(other, RunOptions())
     assert config_hash(task, RunOptions()) != config_hash(task, RunOptions(eval_limit=5))
+
+
+# --- decide(): sentences, money, agreement with the rules -----------------------------------------
+
+
+def scored(name, title, value, *, worse=False, meets=True, monthly=0.0, upfront=0.0, horizon=0.0):
+    from tunewise.ladder.results import RungResult, Score
+
+    return RungResult(
+        name=name, title=title, score=Score(value=value, ci_low=value - 0.05, ci_high=value + 0.05, n=40),
+        p_value_vs_best=None if value == 0.95 else (0.001 if worse else 0.4), significantly_worse_than_best=worse,
+        meets_target=meets, monthly_cost=monthly, upfront_cost=upfront, horizon_cost=horizon,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "monthly, upfront, horizon, dearer, ending, reason",
+    [
+        (12.3456, 0.0, 148.1472, 1234.5, "at 10,000 calls/month ($12.35/month).", "costs more: $1,234 vs $148.15 over 12 months."),
+        (0.0123, 0.5, 0.6476, 2.5, "at 10,000 calls/month ($0.012/month + $0.50 one-off).", "costs more: $2.50 vs $0.65 over 12 months."),
+    ],
+)
+def test_decide_writes_money_with_the_shared_format(tmp_path, monthly, upfront, horizon, dearer, ending, reason):
+    from tunewise.ladder.run import decide
+
+    task = make_task(tmp_path, target=0.8)
+    rungs = [
+        scored("zero_shot", "Zero-shot", 0.40, worse=True, meets=False),
+        scored("few_shot", "Few-shot", 0.95, monthly=monthly, upfront=upfront, horizon=horizon),
+        scored("lora", "LoRA", 0.93, horizon=dearer),
+    ]
+    decision = decide(task, rungs, advice=None)
+    assert decision.rung == "few_shot"
+    assert decision.sentence.endswith(ending)
+    assert any(r.startswith("LoRA is as good (0.930)") and r.endswith(reason) for r in decision.reasons)
+    assert decision.agreement is None and decision.agreement_kind is None
+
+
+@pytest.mark.parametrize(
+    "approach, kind, says",
+    [
+        ("few_shot", "agree", "Measurement and the framework agree: Few-shot."),
+        ("prompting", "disagree", "the rules suggest prompting (it scored 0.400 here)"),
+        ("lora", "disagree", "the rules suggest lora (it was not measured in this run)"),
+        ("router", "unmeasured", "The framework recommends router, which the ladder does not measure directly."),
+    ],
+)
+def test_decide_records_how_measurement_relates_to_the_rules(tmp_path, approach, kind, says):
+    from tunewise.ladder.run import decide
+
+    task = make_task(tmp_path, target=0.8)
+    rungs = [scored("zero_shot", "Zero-shot", 0.40, worse=True, meets=False), scored("few_shot", "Few-shot", 0.95)]
+    decision = decide(task, rungs, advice={"approach": approach, "rules": [{"id": "r1", "reason": "because"}]})
+    assert decision.agreement_kind == kind
+    assert says in decision.agreement
+    assert decision.advisor_rules == ["r1: because"]
+
+
+def test_run_table_formats_money_like_the_report():
+    import io
+
+    from rich.console import Console
+
+    from tunewise.commands.run import results_table
+    from tunewise.cost.money import fmt_money
+
+    results = load_results(Path(__file__).resolve().parent / "data" / "results_fixture.json")
+    console = Console(file=io.StringIO(), width=400, color_system=None)
+    console.print(results_table(results))
+    out = console.file.getvalue()
+    assert "$/1k req" in out and f"$/month @{results.calls_per_month:,}" in out
+    for r in results.rungs:
+        line = next(line for line in out.splitlines() if r.title in line)
+        cells = [fmt_money(r.cost_per_1k), fmt_money(r.monthly_cost), fmt_money(r.upfront_cost) if r.upfront_cost else "-"]
+        assert [c.strip() for c in line.split("│")[-4:-1]] == cells

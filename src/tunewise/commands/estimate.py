@@ -20,6 +20,7 @@ from tunewise.cost.memory import (
     training_time_estimate,
 )
 from tunewise.cost.model import HOURS_PER_MONTH, Estimate, Workload, estimate, measure_task, training_time_s
+from tunewise.cost.money import fmt_money
 from tunewise.errors import TunewiseError
 from tunewise.task import Pricing, load_task
 from tunewise.ui import console, print_json
@@ -62,12 +63,6 @@ class ParamCount(click.ParamType):
             return parse_param_count(value)
         except TunewiseError as err:
             self.fail(str(err), param, ctx)
-
-
-def _money(x: float) -> str:
-    if x == 0:
-        return "$0"
-    return f"${x:,.2f}" if x >= 0.995 else f"${x:.3g}"
 
 
 def _gb(x: float) -> str:
@@ -144,10 +139,10 @@ def _render(est: Estimate, extra: dict[str, Any], source: str) -> None:
         table.add_row(
             a.title,
             f"{a.prompt_tokens:.0f}/{a.output_tokens:.0f}",
-            _money(a.cost_per_1k),
-            _money(a.monthly_cost),
-            _money(a.upfront_cost) if a.upfront_cost else "-",
-            _money(a.horizon_cost),
+            fmt_money(a.cost_per_1k),
+            fmt_money(a.monthly_cost),
+            fmt_money(a.upfront_cost) if a.upfront_cost else "-",
+            fmt_money(a.horizon_cost),
         )
     console.print(table)
     for point in est.break_even:
@@ -159,7 +154,7 @@ def _render(est: Estimate, extra: dict[str, Any], source: str) -> None:
     if pricing.self_hosted:
         _say(
             f"  [dim]self-hosting figures bill only busy GPU time (a saturated GPU); one GPU always on "
-            f"costs {_money(pricing.gpu_hourly * HOURS_PER_MONTH)}/month[/dim]"
+            f"costs {fmt_money(pricing.gpu_hourly * HOURS_PER_MONTH)}/month[/dim]"
         )
 
     mem = extra["memory"]

@@ -7,20 +7,14 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from tunewise.cost.money import currency_symbol, fmt_money
 from tunewise.ladder.results import Results
 from tunewise.ui import console, print_json
 
 
-def money(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if x == 0:
-        return "$0"
-    return f"${x:,.2f}" if x >= 0.995 else f"${x:.3g}"
-
-
 def results_table(results: Results) -> Table:
     table = Table(title=f"{results.task}: {results.metric} on {results.eval_examples} held-out examples ({results.model})")
+    symbol = currency_symbol(results.currency)
     for col, justify in [
         ("rung", "left"),
         (f"{results.metric} [95% CI]", "right"),
@@ -28,8 +22,8 @@ def results_table(results: Results) -> Table:
         ("target", "center"),
         ("latency p50/p95", "right"),
         ("tokens in/out", "right"),
-        ("$/1k req", "right"),
-        (f"$/month @{results.calls_per_month:,}", "right"),
+        (f"{symbol}/1k req", "right"),
+        (f"{symbol}/month @{results.calls_per_month:,}", "right"),
         ("one-off", "right"),
     ]:
         table.add_column(col, justify=justify)
@@ -54,9 +48,9 @@ def results_table(results: Results) -> Table:
             target,
             f"{r.latency_p50_s:.2f}s/{r.latency_p95_s:.2f}s",
             f"{r.prompt_tokens:.0f}/{r.output_tokens:.0f}",
-            money(r.cost_per_1k),
-            money(r.monthly_cost),
-            money(r.upfront_cost) if r.upfront_cost else "-",
+            fmt_money(r.cost_per_1k, symbol),
+            fmt_money(r.monthly_cost, symbol),
+            fmt_money(r.upfront_cost, symbol) if r.upfront_cost else "-",
         )
     return table
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tunewise.cost.money import fmt_money
 from tunewise.data.example import Example
 from tunewise.errors import TunewiseError
 from tunewise.ladder.results import (
@@ -406,10 +407,6 @@ def compare_rungs(state: RunState, results: list[RungResult], alpha: float) -> N
         previous = r
 
 
-def _fmt_money(x: float) -> str:
-    return f"${x:,.2f}" if x >= 1 else f"${x:.4f}".rstrip("0")
-
-
 def decide(task: Task, results: list[RungResult], advice: dict[str, Any] | None) -> Decision:
     done = [r for r in results if r.status == "done" and r.score is not None]
     if not done:
@@ -431,8 +428,8 @@ def decide(task: Task, results: list[RungResult], advice: dict[str, Any] | None)
             sentence += " is the best measured"
         else:
             sentence += f" is not measurably worse than the best ({best.title}, {best.score.value:.3f}, p={choice.p_value_vs_best:.2g})"
-        sentence += f", and it is the cheapest such option at {b.calls_per_month:,} calls/month ({_fmt_money(choice.monthly_cost or 0)}/month"
-        sentence += f" + {_fmt_money(choice.upfront_cost)} one-off)." if choice.upfront_cost else ")."
+        sentence += f", and it is the cheapest such option at {b.calls_per_month:,} calls/month ({fmt_money(choice.monthly_cost or 0)}/month"
+        sentence += f" + {fmt_money(choice.upfront_cost)} one-off)." if choice.upfront_cost else ")."
         if task.target is not None:
             reasons.append(f"{choice.title} meets the target {task.target} ({choice.score.value:.3f}).")
     else:
@@ -452,23 +449,26 @@ def decide(task: Task, results: list[RungResult], advice: dict[str, Any] | None)
             reasons.append(f"{r.title} scores {r.score.value:.3f}, below the target {task.target}.")
         elif (r.horizon_cost or 0) > (choice.horizon_cost or 0):
             reasons.append(
-                f"{r.title} is as good ({r.score.value:.3f}) but costs more: {_fmt_money(r.horizon_cost or 0)} "
-                f"vs {_fmt_money(choice.horizon_cost or 0)} over {b.horizon_months} months."
+                f"{r.title} is as good ({r.score.value:.3f}) but costs more: {fmt_money(r.horizon_cost or 0)} "
+                f"vs {fmt_money(choice.horizon_cost or 0)} over {b.horizon_months} months."
             )
     for r in results:
         if r.status != "done":
             reasons.append(f"{r.title} was {r.status}: {r.note}")
 
-    approach, rules, agreement = None, [], None
+    approach, rules, agreement, kind = None, [], None, None
     if advice:
         approach = advice.get("approach")
         rules = [f"{f['id']}: {f['reason']}" for f in advice.get("rules", [])]
         advised_rung = APPROACH_TO_RUNG.get(approach or "")
         if advised_rung is None:
+            kind = "unmeasured"
             agreement = f"The framework recommends {approach}, which the ladder does not measure directly."
         elif advised_rung == choice.name or (advised_rung == "rag" and choice.name == "few_shot_rag"):
+            kind = "agree"
             agreement = f"Measurement and the framework agree: {choice.title}."
         else:
+            kind = "disagree"
             measured = next((r for r in done if r.name == advised_rung), None)
             what = (
                 f"it scored {measured.score.value:.3f} here" if measured else "it was not measured in this run"
@@ -478,7 +478,13 @@ def decide(task: Task, results: list[RungResult], advice: dict[str, Any] | None)
                 f"the evidence on your data favours {choice.title}."
             )
     return Decision(
-        rung=choice.name, sentence=sentence, reasons=reasons, advisor_approach=approach, advisor_rules=rules, agreement=agreement
+        rung=choice.name,
+        sentence=sentence,
+        reasons=reasons,
+        advisor_approach=approach,
+        advisor_rules=rules,
+        agreement=agreement,
+        agreement_kind=kind,
     )
 
 
@@ -601,7 +607,7 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
                             title=rung_title(n, task),
                             status="skipped",
                             note=f"a cheaper rung already meets the target; this one would cost at least "
-                            f"{_fmt_money(estimates[n])} over {task.business.horizon_months} months "
+                            f"{fmt_money(estimates[n])} over {task.business.horizon_months} months "
                             "(use --all to measure it anyway)",
                         )
                     break
