@@ -11,7 +11,7 @@ from conftest import chat, write_jsonl
 from tunewise.data.example import Example
 from tunewise.finetune import curve
 from tunewise.finetune.forgetting import GENERAL_PROBES, as_is, contains_score, forgetting_check, load_probes
-from tunewise.finetune.train import overfitting_warning
+from tunewise.finetune.train import overfitting_warning, underfitting_note
 from tunewise.ladder.results import LossPoint
 from tunewise.ladder.rungs import LadderContext
 from tunewise.models.base import FakeModel
@@ -58,6 +58,24 @@ def test_overfitting_warning_says_which_checkpoint_was_kept():
     points = history([0.6, 0.3, 0.1], [0.5, 0.4, 0.6])
     assert "epoch-2 checkpoint (lowest validation loss) was kept" in overfitting_warning(points)
     assert "The last checkpoint was kept" in overfitting_warning(points, kept_best=False)
+
+
+@pytest.mark.parametrize(
+    "val, expect",
+    [
+        ([0.054, 0.035], "0.054 -> 0.035 over epochs 1-2, -35%"),  # still falling fast: say so
+        ([0.50, 0.45, 0.44], None),  # a 2% last step: converged enough
+        ([0.50, 0.41, 0.52], None),  # rising at the end: the overfitting warning's case, not this one
+        ([0.50, 0.30, 0.40, 0.31], None),  # falling again but not below the best: no note
+        ([0.50], None),  # one evaluation: nothing to compare
+    ],
+)
+def test_underfitting_note(val, expect):
+    note = underfitting_note(history([0.6] * len(val), val), epochs=len(val))
+    if expect is None:
+        assert note is None
+    else:
+        assert expect in note and f"train.epochs, now {len(val)}" in note
 
 
 # -- learning curve ------------------------------------------------------------------------------

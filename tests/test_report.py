@@ -96,13 +96,7 @@ def minimal_results(**overrides) -> Results:
 # --- formatting ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "value, expected",
-    [(None, "—"), (0, "$0"), (0.0001344, "$0.00013"), (0.01344, "$0.013"), (0.13038, "$0.13"), (0.957, "$0.96"),
-     (2.6076, "$2.61"), (63.45, "$63.45"), (1234.5, "$1,234"), (-0.5, "-$0.50")],
-)
-def test_money_keeps_two_significant_figures_below_one(value, expected):
-    assert fmt_money(value) == expected
+# fmt_money lives in tunewise.cost.money and is tested in test_money.py.
 
 
 @pytest.mark.parametrize("p, expected", [(0.0001, "p<0.001"), (0.003, "p=0.003"), (0.0412, "p=0.041"), (0.41, "p=0.41"), (None, "—")])
@@ -154,18 +148,29 @@ def test_fit_formula_rejects_anything_but_arithmetic(formula):
 
 
 @pytest.mark.parametrize(
-    "text, kind",
+    "text, recorded, kind",
     [
-        ("Measurement agrees with the rules.", "agree"),
-        ("Measurement disagrees with rule format-few-shot.", "disagree"),
-        ("The rules said LoRA; the measurement differs: RAG wins.", "disagree"),
-        ("Measurement and the framework disagree: the rules suggest fine_tune", "disagree"),
-        ("Measurement and the framework agree: RAG.", "agree"),
-        (None, "agree"),
+        # results.json written before Decision.agreement_kind: guessed from the sentence
+        ("Measurement agrees with the rules.", None, "agree"),
+        ("Measurement disagrees with rule format-few-shot.", None, "disagree"),
+        ("The rules said LoRA; the measurement differs: RAG wins.", None, "disagree"),
+        ("Measurement and the framework disagree: the rules suggest fine_tune", None, "disagree"),
+        ("Measurement and the framework agree: RAG.", None, "agree"),
+        ("The framework recommends router, which the ladder does not measure directly.", None, "unmeasured"),
+        (None, None, "agree"),
+        # newer runs record the kind: it wins over the wording
+        ("The rules and the measurement differ only in wording.", "agree", "agree"),
+        ("Measurement and the framework agree: RAG.", "disagree", "disagree"),
+        ("Measurement and the framework disagree.", "unmeasured", "unmeasured"),
     ],
 )
-def test_agreement_kind(text, kind):
-    assert agreement_kind(text) == kind
+def test_agreement_kind(text, recorded, kind):
+    decision = Decision(rung="rag", sentence="Use RAG.", reasons=[], agreement=text, agreement_kind=recorded)
+    assert agreement_kind(decision) == kind
+
+
+def test_agreement_kind_without_a_decision():
+    assert agreement_kind(None) == "agree"
 
 
 def test_break_even_volume_is_where_the_monthly_costs_cross(results):
@@ -194,6 +199,25 @@ def test_verdict_comes_first_with_reasons_rules_and_disagreement(results, render
     assert f'<span class="approach">{d.advisor_approach}</span>' in html
     assert '<p class="agreement disagree"><strong>⚠ Rules vs measurement:</strong>' in html
     assert html_of(d.agreement) in html
+
+
+@pytest.mark.parametrize(
+    "kind, css, label",
+    [
+        ("agree", "agreement agree", "Rules vs measurement:"),
+        ("disagree", "agreement disagree", "⚠ Rules vs measurement:"),
+        ("unmeasured", "agreement unmeasured", "Rules vs measurement:"),
+    ],
+)
+def test_agreement_is_styled_by_its_recorded_kind(tmp_path, kind, css, label):
+    sentence = "The framework recommends router, which the ladder does not measure directly."
+    decision = Decision(rung="zero_shot", sentence="Use Zero-shot.", reasons=[], agreement=sentence, agreement_kind=kind)
+    html_path, md_path = render_report(minimal_results(decision=decision), tmp_path)
+    html, md = html_path.read_text(encoding="utf-8"), md_path.read_text(encoding="utf-8")
+    assert f'<p class="{css}"><strong>{label}</strong>{html_of(sentence)}</p>' in html
+    assert f"> {'⚠ ' if kind == 'disagree' else ''}**Rules vs measurement:** " in md
+    # "unmeasured" has a neutral style of its own: neither the green of agree nor the warning of disagree.
+    assert re.search(r"\.agreement\.unmeasured \{[^}]*background: var\(--soft\)", html)
 
 
 def test_every_rung_row_shows_score_ci_significance_and_costs(results, rendered):
@@ -473,3 +497,15 @@ def test_cli_missing_run(tmp_path):
 def test_importing_the_report_stays_light():
     code = "import sys, tunewise.report; print('matplotlib' in sys.modules, 'torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False", "False"]
+
+
+def test_undertraining_note_is_shown_in_html_and_markdown(results, tmp_path):
+    note = "validation loss was still falling at the last epoch (0.054 -> 0.035 over epochs 1-2, -35%)"
+    changed = results.model_copy(deep=True)
+    changed.rung("lora").training.underfitting_note = note
+    html_path, md_path = render_report(changed, tmp_path)
+    assert "<strong>Undertrained?</strong> " + html_of(note) in html_path.read_text(encoding="utf-8")
+    markdown = md_path.read_text(encoding="utf-8")
+    assert "> **Undertrained?** " in markdown and "-35%" in markdown
+    plain_html = render_report(results, tmp_path / "plain")[0].read_text(encoding="utf-8")
+    assert "Undertrained?" not in plain_html  # absent when not set

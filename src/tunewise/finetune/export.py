@@ -57,6 +57,8 @@ def model_card(config: dict[str, Any], summary: TrainingSummary, results: Result
     ]
     if summary.overfitting_warning:
         lines.append(f"- Warning: {summary.overfitting_warning}")
+    if summary.underfitting_note:
+        lines.append(f"- Note: {summary.underfitting_note}")
     if results is not None and results.rungs:
         lines += ["", f"## Held-out scores ({results.metric}, {results.eval_examples} examples, 95% CI)", ""]
         lines += ["| rung | score | 95% CI |", "|---|---|---|"]

@@ -51,6 +51,8 @@ MIN_VALIDATION_SOURCE = 5
 
 MIN_RISE = 0.02
 """The overfitting warning fires when the last validation loss is this share above the best one."""
+MIN_DROP = 0.10
+"""The underfitting note fires when validation loss fell by at least this share over the last evaluation."""
 
 Progress = Callable[[int, int], None]
 """Called after each optimizer step with (step, total steps)."""
@@ -273,6 +275,31 @@ def overfitting_warning(points: Sequence[LossPoint], kept_best: bool = True, min
     return (
         f"{span} and training loss did not fall either{trend}: training is unstable; "
         f"try a lower learning rate. {kept}."
+    )
+
+
+def underfitting_note(points: Sequence[LossPoint], epochs: float, min_drop: float = MIN_DROP) -> str | None:
+    """A note in words when validation loss was still falling clearly at the last evaluation, else None.
+
+    >>> history = [LossPoint(step=40, epoch=1, val_loss=0.054), LossPoint(step=80, epoch=2, val_loss=0.035)]
+    >>> print(underfitting_note(history, epochs=2))  # doctest: +NORMALIZE_WHITESPACE
+    validation loss was still falling at the last epoch (0.054 -> 0.035 over epochs 1-2, -35%): the
+    model may be undertrained; try more epochs (train.epochs, now 2) or a higher learning rate, and
+    early stopping will keep the best checkpoint.
+    """
+    evals = sorted((p for p in points if p.val_loss is not None), key=lambda p: p.step)
+    if len(evals) < 2:
+        return None
+    prev, last = evals[-2], evals[-1]
+    if last.val_loss > min(p.val_loss for p in evals) or prev.val_loss <= 0:
+        return None
+    drop = (prev.val_loss - last.val_loss) / prev.val_loss
+    if drop < min_drop:
+        return None
+    return (
+        f"validation loss was still falling at the last epoch ({prev.val_loss:.3g} -> {last.val_loss:.3g} over "
+        f"epochs {_epoch(prev.epoch)}-{_epoch(last.epoch)}, -{drop:.0%}): the model may be undertrained; try more "
+        f"epochs (train.epochs, now {epochs:g}) or a higher learning rate, and early stopping will keep the best checkpoint."
     )
 
 
@@ -646,6 +673,7 @@ def train_model(
     points = loss_points(state.log_history)
     has_val = bool(val_set)
     warning = overfitting_warning(points, kept_best=has_val)
+    still_falling = underfitting_note(points, task.train.epochs)
     tokens_per_epoch = sum(len(e["input_ids"]) for e in train_set)
     trained_tokens = int(state.num_input_tokens_seen)
     session_tokens = trained_tokens - int(tokens_before)
@@ -667,12 +695,15 @@ def train_model(
         bf16=bf16,
         loss_curve=points,
         overfitting_warning=warning,
+        underfitting_note=still_falling,
         adapter_path=str(adapter_dir),
         gpu_cost_estimate=gpu_cost,
         hosted_cost_estimate=hosted_cost,
     )
     if warning:
         say(f"Overfitting: {warning}")
+    if still_falling:
+        say(f"Undertrained? {still_falling}")
     _save_final(trainer, adapter_dir, summary, config, tokens_per_epoch)
     if _is_main_process():
         shutil.rmtree(checkpoints, ignore_errors=True)  # the adapter is safe; checkpoints are large

@@ -47,6 +47,7 @@ class TrainingSummary(BaseModel):
     bf16: bool
     loss_curve: list[LossPoint] = Field(default_factory=list)
     overfitting_warning: str | None = None
+    underfitting_note: str | None = None  # validation loss still falling clearly at the last epoch
     adapter_path: str | None = None
     gpu_cost_estimate: float | None = None  # $ to train at the task's GPU price
     hosted_cost_estimate: float | None = None  # $ at the hosted fine-tuning price
@@ -129,6 +130,9 @@ class Decision(BaseModel):
     advisor_approach: str | None = None
     advisor_rules: list[str] = Field(default_factory=list)
     agreement: str | None = None  # where measurement and rules agree or disagree
+    # What `agreement` says, for code: "unmeasured" when the advised approach has no rung.
+    # None in results.json written before this field existed (the report then reads the sentence).
+    agreement_kind: Literal["agree", "disagree", "unmeasured"] | None = None
 
 
 class Results(BaseModel):

@@ -20,8 +20,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from tunewise import __version__
+from tunewise.cost.money import DASH, currency_symbol, fmt_money
 from tunewise.ladder.results import (
     SCHEMA_VERSION,
+    Decision,
     Disagreement,
     LearningCurve,
     Results,
@@ -32,32 +34,11 @@ from tunewise.ladder.results import (
 from tunewise.report import charts
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
-DASH = "—"
 _DISAGREE = re.compile(r"\b(disagree|differ|contradict|conflict|overrule)", re.I)
+_UNMEASURED = re.compile(r"\bdoes not measure\b", re.I)  # decide(): "...which the ladder does not measure directly."
 
 
 # --- number formatting --------------------------------------------------------------------------
-
-
-def fmt_money(value: float | None, symbol: str = "$") -> str:
-    """Two significant figures below one unit, cents above, whole units from 1,000.
-
-    >>> [fmt_money(v) for v in (0, 0.013439, 0.1304, 2.6076, 1234.5)]
-    ['$0', '$0.013', '$0.13', '$2.61', '$1,234']
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return DASH
-    if value == 0:
-        return f"{symbol}0"
-    sign = "-" if value < 0 else ""
-    size = abs(value)
-    if size >= 1000:
-        return f"{sign}{symbol}{size:,.0f}"
-    if size >= 1:
-        return f"{sign}{symbol}{size:,.2f}"
-    decimals = 1 - math.floor(math.log10(size))  # two significant figures
-    return f"{sign}{symbol}{size:.{decimals}f}"
 
 
 def fmt_p(p: float | None) -> str:
@@ -177,6 +158,7 @@ class TrainingView:
     rungs: list[str]
     facts: list[tuple[str, str]]
     overfitting_warning: str | None
+    underfitting_note: str | None
     chart: Markup | None
     chart_id: str
 
@@ -417,7 +399,7 @@ def _training_views(results: Results, symbol: str) -> list[TrainingView]:
         svg = charts.loss_chart(
             [p.epoch for p in train], [p.train_loss for p in train], [p.epoch for p in val], [p.val_loss for p in val], t.best_epoch, chart_id
         )
-        views.append(TrainingView(rungs=names, facts=facts, overfitting_warning=t.overfitting_warning, chart=Markup(svg) if svg else None, chart_id=chart_id))
+        views.append(TrainingView(rungs=names, facts=facts, overfitting_warning=t.overfitting_warning, underfitting_note=t.underfitting_note, chart=Markup(svg) if svg else None, chart_id=chart_id))
     return views
 
 
@@ -511,15 +493,26 @@ def table_keys(items: list[dict[str, Any]]) -> list[str]:
     return keys
 
 
-def agreement_kind(text: str | None) -> str:
-    """'disagree' when the agreement sentence reports a disagreement, so the page can flag it."""
-    return "disagree" if text and _DISAGREE.search(text) else "agree"
+def agreement_kind(decision: Decision | None) -> str:
+    """How the measured choice relates to the rule-based advice: 'agree', 'disagree' (the page flags
+    it) or 'unmeasured' (the advice names an approach the ladder has no rung for; shown neutral).
+
+    Runs written before `Decision.agreement_kind` existed only have the sentence, so guess from it.
+    """
+    if decision is None:
+        return "agree"
+    if decision.agreement_kind is not None:
+        return decision.agreement_kind
+    text = decision.agreement or ""
+    if _DISAGREE.search(text):
+        return "disagree"
+    return "unmeasured" if _UNMEASURED.search(text) else "agree"
 
 
 def build_view(results: Results, out_dir: Path) -> dict[str, Any]:
     """Everything both templates show, formatted once."""
     out_dir = Path(out_dir)
-    symbol = CURRENCY_SYMBOLS.get(results.currency, f"{results.currency} ")
+    symbol = currency_symbol(results.currency)
     colours = {r.name: charts.PALETTE[i % len(charts.PALETTE)] for i, r in enumerate(results.rungs)}
     rows = _rung_rows(results, colours, out_dir, symbol)
     done = [r for r in results.rungs if r.status == "done"]
@@ -550,7 +543,7 @@ def build_view(results: Results, out_dir: Path) -> dict[str, Any]:
         "show_horizon": any(r.horizon_cost is not None for r in results.rungs),
         "any_done": bool(done),
         "decision": decision,
-        "agreement_kind": agreement_kind(decision.agreement if decision else None),
+        "agreement_kind": agreement_kind(decision),
         "break_even_chart": _break_even_chart(results, colours, symbol) if done else None,
         "break_even_lines": break_even_sentences(results),
         "has_crossings": any(be.calls_per_month for be in results.break_even),
