@@ -683,3 +683,20 @@ def test_lora_on_the_embedded_model(tmp_path):
     model = finetuned_model(out.adapter_path, task)
     (generation,) = model.generate([evals[0].messages], max_new_tokens=8)
     assert generation.text
+
+    # Exported and merged, the model loads in plain transformers and answers as the adapter does.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunewise.finetune.export import export_run
+    from tunewise.finetune.train import load_finetuned
+
+    merged_dir = export_run(out.adapter_path, tmp_path / "merged", merge=True)
+    plain = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    adapter_model, _ = load_finetuned(out.adapter_path, task.model)
+    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    for ex in evals[:4]:
+        text = tokenizer.apply_chat_template(ex.messages, add_generation_prompt=True, tokenize=False)
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            assert plain.generate(ids, **kwargs).tolist() == adapter_model.eval().generate(input_ids=ids, **kwargs).tolist()
