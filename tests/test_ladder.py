@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from conftest import chat, write_jsonl
 from tunewise.cli import cli, main
+from tunewise.data.splits import load_splits
 from tunewise.ladder.results import load_results
 from tunewise.ladder.run import RunOptions, run_ladder
 from tunewise.ladder.store import MIGRATIONS, RunStore, migrate
@@ -221,11 +222,47 @@ def test_cli_runs_lists_past_runs(tmp_path):
     assert "toy-" in out and "finished" in out and "zero_shot" in out
 
 
+def test_extra_metrics_are_scored_on_the_same_answers_and_reread_on_resume(tmp_path):
+    from tunewise.commands.run import extra_metrics_table
+    from tunewise.eval.metrics import get_metric
+
+    task = make_task(tmp_path, target=0.8)  # accuracy: macro_f1 is its companion by default
+    options = RunOptions(model=FakeModel(respond=oracle(0.4, 0.95)), evidence=False, report=False, out_dir=tmp_path / "runs")
+    results = run_ladder(task, options, log=lambda m: None)
+    run_dir = tmp_path / "runs" / results.run_id
+    examples = load_splits(task)[1]
+    for r in results.rungs:
+        rows = [json.loads(line) for line in (run_dir / r.predictions_file).read_text().splitlines()]
+        expected = get_metric("macro_f1").aggregate([row["prediction"] for row in rows], examples)
+        assert list(r.extra_scores) == ["macro_f1"] and r.extra_scores["macro_f1"].value == pytest.approx(expected)
+        assert r.extra_scores["macro_f1"].ci_low <= expected <= r.extra_scores["macro_f1"].ci_high
+
+    # Asking for other metrics later reuses the run (same id) and scores the saved answers.
+    again = run_ladder(task.model_copy(update={"extra_metrics": ["exact_match"]}), options, log=lambda m: None)
+    assert again.run_id == results.run_id
+    assert [list(r.extra_scores) for r in again.rungs] == [["exact_match"], ["exact_match"]]
+    table = extra_metrics_table(again)
+    assert table is not None and [c.header for c in table.columns] == ["rung", "exact_match [95% CI]"]
+    none = run_ladder(task.model_copy(update={"extra_metrics": []}), options, log=lambda m: None)
+    assert all(r.extra_scores == {} for r in none.rungs) and extra_metrics_table(none) is None
+
+
+def test_unknown_extra_metric_fails_before_any_work(tmp_path):
+    from tunewise.errors import TunewiseError
+
+    task = make_task(tmp_path).model_copy(update={"extra_metrics": ["contain"]})
+    with pytest.raises(TunewiseError, match="unknown metric 'contain' \\(did you mean 'contains'\\?\\)"):
+        run_ladder(task, RunOptions(model=FakeModel(), out_dir=tmp_path / "runs"), log=lambda m: None)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_run_id_ignores_settings_that_only_change_the_decision(tmp_path):
     from tunewise.ladder.run import config_hash
 
     task = make_task(tmp_path)
-    same = task.model_copy(update={"target": 0.1, "ladder": task.ladder.model_copy(update={"rungs": ["zero_shot"], "alpha": 0.01})})
+    same = task.model_copy(
+        update={"target": 0.1, "extra_metrics": ["exact_match"], "ladder": task.ladder.model_copy(update={"rungs": ["zero_shot"], "alpha": 0.01})}
+    )
     other = task.model_copy(update={"ladder": task.ladder.model_copy(update={"max_new_tokens": 7})})
     assert config_hash(task, RunOptions()) == config_hash(same, RunOptions())
     assert config_hash(task, RunOptions()) != config_hash(other, RunOptions())

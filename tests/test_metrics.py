@@ -46,6 +46,13 @@ CASES = [
     ("token_f1", "cat cat cat", "cat sat", [], 0.4),  # overlap counts min(3, 1) = 1: P 1/3, R 1/2
     ("token_f1", "Paris", "London", [], 0.0),
     ("token_f1", "", "", [], 1.0),
+    # contains: answer recall, on word boundaries after SQuAD normalisation
+    ("contains", "The mayor of Warsaw is called President.", "President", [], 1.0),
+    ("contains", "It was the Denver Broncos, in 2016", "Denver Broncos", [], 1.0),
+    ("contains", "Presidential", "President", [], 0.0),  # not a word of the prediction
+    ("contains", "Broncos", "Denver Broncos", [], 0.0),  # part of the answer is not the answer
+    ("contains", "about 22 times", "iron", ["iron", "22 times"], 1.0),  # any reference
+    ("contains", "anything", "the", [], 0.0),  # a reference that normalises to nothing never matches
     # accuracy: tolerant label parsing
     ("accuracy", "play_music", "play_music", [], 1.0),
     ("accuracy", '"Play_Music."', "play_music", [], 1.0),
@@ -115,7 +122,7 @@ def test_every_registered_metric_builds_under_its_name_and_scores_in_range(name)
 
 
 def test_binary_flags_choose_the_right_test():
-    assert {n for n in METRICS if n != "json_schema" and get_metric(n).binary} == {"exact_match", "accuracy", "json_valid"}
+    assert {n for n in METRICS if n != "json_schema" and get_metric(n).binary} == {"exact_match", "contains", "accuracy", "json_valid"}
 
 
 @pytest.mark.parametrize(
@@ -259,7 +266,7 @@ def test_options_a_metric_does_not_take_are_refused():
 def test_secondary_metrics_are_registered_companions():
     assert secondary_metrics("accuracy") == ["macro_f1"]
     assert secondary_metrics("json_fields") == ["json_valid"]
-    assert secondary_metrics("token_f1") == ["exact_match"]
+    assert secondary_metrics("token_f1") == ["exact_match", "contains"]
     assert secondary_metrics("mymodule:score") == []
     for name in METRICS:
         assert name not in secondary_metrics(name)
@@ -381,7 +388,7 @@ def _load(path):
 
 @pytest.mark.parametrize(
     "task, names",
-    [("intent", ["accuracy", "macro_f1"]), ("e2e_extract", ["json_fields", "json_valid"]), ("squad_rag", ["exact_match", "token_f1"])],
+    [("intent", ["accuracy", "macro_f1"]), ("e2e_extract", ["json_fields", "json_valid"]), ("squad_rag", ["exact_match", "token_f1", "contains"])],
 )
 def test_gold_answers_score_perfectly_on_bundled_data(task, names):
     examples = _load(EXAMPLES / task / "eval.jsonl")

@@ -509,3 +509,20 @@ def test_undertraining_note_is_shown_in_html_and_markdown(results, tmp_path):
     assert "> **Undertrained?** " in markdown and "-35%" in markdown
     plain_html = render_report(results, tmp_path / "plain")[0].read_text(encoding="utf-8")
     assert "Undertrained?" not in plain_html  # absent when not set
+
+
+def test_extra_metrics_get_their_own_table(results, tmp_path):
+    from tunewise.ladder.results import Score
+
+    changed = results.model_copy(deep=True)
+    done = [r for r in changed.rungs if r.status == "done"]
+    done[0].extra_scores = {"contains": Score(value=0.21, ci_low=0.15, ci_high=0.26, n=200)}
+    html_path, md_path = render_report(changed, tmp_path)
+    html, markdown = html_path.read_text(encoding="utf-8"), md_path.read_text(encoding="utf-8")
+    table = html[html.index('id="also-measured"'):]
+    table = table[: table.index("</table>")]
+    assert "<th class=\"num\">contains (95% CI)</th>" in table
+    assert html_of(done[0].title) in table and "0.21 (0.15–0.26)" in table
+    assert all(html_of(r.title) not in table for r in done[1:])  # rungs without extra scores: no row
+    assert f"| {done[0].title} | 0.21 (0.15–0.26) |" in markdown
+    assert 'id="also-measured"' not in render_report(results, tmp_path / "plain")[0].read_text(encoding="utf-8")

@@ -166,6 +166,11 @@ class Task(Strict):
     corpus: Path | None = Field(None, description="knowledge corpus: JSONL with id/text, or a folder of .txt/.md")
     metric: str = Field("exact_match", description="a registered metric name, or module:function / file.py:function")
     metric_options: dict[str, Any] = Field(default_factory=dict, description="options for the metric, e.g. schema")
+    extra_metrics: list[str] | None = Field(
+        None,
+        description="metrics reported beside `metric`, which alone decides; default: its usual companions "
+        "(exact_match and contains beside token_f1, json_valid beside json_fields); [] for none",
+    )
     target: float | None = Field(None, description="score that is good enough (same scale as the metric)")
     system_prompt: str | None = Field(None, description="defaults to the data's own system message")
     model: str = Field("embedded", description="embedded, a local folder, a .gguf path, a hub id, or openai:NAME")

@@ -55,8 +55,27 @@ def results_table(results: Results) -> Table:
     return table
 
 
+def extra_metrics_table(results: Results) -> Table | None:
+    """The metrics reported beside the task's own, one column each; None when there are none."""
+    done = [r for r in results.rungs if r.status == "done" and r.extra_scores]
+    names = list(dict.fromkeys(n for r in done for n in r.extra_scores))
+    if not names:
+        return None
+    table = Table(title=f"Also measured (reported only: the decision uses {results.metric})", title_justify="left")
+    table.add_column("rung")
+    for name in names:
+        table.add_column(f"{name} [95% CI]", justify="right")
+    for r in done:
+        cells = [r.extra_scores.get(n) for n in names]
+        table.add_row(r.title, *(f"{s.value:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]" if s else "-" for s in cells))
+    return table
+
+
 def print_results(results: Results, run_dir: Path | None = None) -> None:
     console.print(results_table(results))
+    extra = extra_metrics_table(results)
+    if extra is not None:
+        console.print(extra)
     skipped = [r for r in results.rungs if r.status != "done"]
     for r in skipped:
         console.print(f"  [dim]{r.title}: {r.status} - {r.note}[/dim]")

@@ -205,6 +205,20 @@ def _lcs_length(a: list[str], b: list[str]) -> int:
     return previous[-1]
 
 
+def contains_score(prediction: str, reference: str) -> float:
+    """1 when the normalised reference appears, on word boundaries, in the normalised prediction.
+
+    Answer recall for generative QA (as in PopQA, Mallen et al. 2023): it credits "The mayor is called
+    the President." for the gold "President", which token F1 scores 0.29. A model that writes whole
+    paragraphs games it, so keep `max_new_tokens` small and read it beside token F1.
+
+    >>> contains_score("The mayor of Warsaw is called President.", "President"), contains_score("Presidential", "President")
+    (1.0, 0.0)
+    """
+    gold = normalize_answer(reference)
+    return float(bool(gold) and f" {gold} " in f" {normalize_answer(prediction)} ")
+
+
 def rouge_l_score(prediction: str, reference: str) -> float:
     """ROUGE-L F1: longest common subsequence of lowercased word tokens (no stemming).
 
@@ -371,6 +385,9 @@ METRICS: dict[str, Callable[..., Metric]] = {
         corpus=_macro_f1_statistic,
     ),
     "token_f1": _builder("token_f1", _best_reference(token_f1_score), False, "SQuAD token F1, best over references."),
+    "contains": _builder(
+        "contains", _best_reference(contains_score), True, "A normalised reference appears in the prediction (answer recall)."
+    ),
     "rouge_l": _builder("rouge_l", _best_reference(rouge_l_score), False, "ROUGE-L F1 on words, best over references."),
     "chrf": _builder("chrf", _best_reference(chrf_score), False, "chrF (character 6-grams, beta 2), 0-1 scale."),
     "json_valid": _builder("json_valid", json_valid_score, True, "The prediction contains a JSON object or array."),
@@ -382,8 +399,9 @@ METRICS: dict[str, Callable[..., Metric]] = {
 SECONDARY: dict[str, list[str]] = {
     "accuracy": ["macro_f1"],
     "macro_f1": ["accuracy"],
-    "exact_match": ["token_f1"],
-    "token_f1": ["exact_match"],
+    "exact_match": ["token_f1", "contains"],
+    "token_f1": ["exact_match", "contains"],
+    "contains": ["token_f1"],
     "rouge_l": ["chrf"],
     "chrf": ["rouge_l"],
     "json_fields": ["json_valid"],

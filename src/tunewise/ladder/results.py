@@ -74,6 +74,7 @@ class RungResult(BaseModel):
     upfront_cost: float = 0.0  # one-off $ (training)
     horizon_cost: float | None = None  # upfront + horizon_months x monthly
     retrieval_recall: float | None = None  # recall@k of the gold source document
+    extra_scores: dict[str, Score] = Field(default_factory=dict)  # task.extra_metrics, reported, not decided on
     predictions_file: str | None = None
     training: TrainingSummary | None = None
 

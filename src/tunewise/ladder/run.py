@@ -106,6 +106,7 @@ def config_hash(task: Task, options: RunOptions) -> str:
     cfg = task.model_dump(mode="json", exclude={"business", "target", "description"})
     cfg["ladder"].pop("rungs", None)
     cfg["ladder"].pop("alpha", None)
+    cfg.pop("extra_metrics", None)  # scored from the saved predictions
     for key in ("train", "eval", "file"):
         cfg["data"].pop(key, None)
     cfg.pop("corpus", None)
@@ -375,6 +376,25 @@ def run_rung(state: RunState, name: str, progress: PROGRESS_FACTORY) -> RungResu
     )
 
 
+def extra_metrics(task: Task) -> list[Any]:
+    """The metrics reported beside the task's own: its companions unless the task lists them."""
+    from tunewise.eval.metrics import get_metric, secondary_metrics
+
+    names = secondary_metrics(task.metric) if task.extra_metrics is None else task.extra_metrics
+    base_dir = task.path.parent if task.path else None
+    return [get_metric(n, base_dir=base_dir) for n in names if n != task.metric]
+
+
+def score_extra_metrics(state: RunState, results: list[RungResult], metrics: list[Any]) -> None:
+    """Score each finished rung's saved predictions with the extra metrics (value and 95% CI)."""
+    for r in results:
+        if r.status == "done" and r.name in state.predictions:
+            r.extra_scores = {
+                m.name: score_predictions(m, state.predictions[r.name], state.ctx.eval, seed=state.task.data.seed)[0]
+                for m in metrics
+            }
+
+
 def compare_rungs(state: RunState, results: list[RungResult], alpha: float) -> None:
     """p-values against the best rung and the previous rung, on the same examples."""
     from tunewise.eval.stats import compare, compare_predictions
@@ -563,6 +583,7 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
     started = time.perf_counter()
     metric = get_metric(task.metric, base_dir=task.path.parent if task.path else None, **task.metric_options)
     names = options.rungs or (list(RUNGS) if options.all_rungs else task.ladder.rungs)
+    extra = extra_metrics(task)
     for n in names:
         get_rung(n)  # unknown names fail before any work
 
@@ -628,6 +649,7 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
         results.rungs = list(done.values())
 
         compare_rungs(state, results.rungs, task.ladder.alpha)
+        score_extra_metrics(state, results.rungs, extra)
         results.decision = decide(task, results.rungs, results.advice)
         results.break_even = break_evens(task, results.rungs)
         results.disagreements = disagreements(state, results.rungs)

@@ -296,6 +296,21 @@ def _rung_rows(results: Results, colours: dict[str, str], out_dir: Path, symbol:
     return rows
 
 
+def _extra_metrics_view(results: Results) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Metric names and one (rung title, cells) row per finished rung, for the "Also measured" table."""
+    done = [r for r in results.rungs if r.status == "done" and r.extra_scores]
+    names = list(dict.fromkeys(n for r in done for n in r.extra_scores))
+    decimals = score_decimals([s.ci_high - s.ci_low for r in done for s in r.extra_scores.values()])
+    rows = []
+    for r in done:
+        cells = []
+        for n in names:
+            s = r.extra_scores.get(n)
+            cells.append(f"{s.value:.{decimals}f} ({s.ci_low:.{decimals}f}–{s.ci_high:.{decimals}f})" if s else DASH)
+        rows.append((r.title, cells))
+    return names, rows
+
+
 def _cost_lines(results: Results, colours: dict[str, str]) -> list[charts.CostLine]:
     chosen = results.decision.rung if results.decision else None
     return [
@@ -531,6 +546,7 @@ def build_view(results: Results, out_dir: Path) -> dict[str, Any]:
     except ValueError:
         run_arg = str(out_dir)
     decision = results.decision
+    extra_names, extra_rows = _extra_metrics_view(results)
     audit = _audit_view(results.audit)
     disagreements = _disagreement_views(results.disagreements, results)
     order = [r.name for r in results.rungs] + sorted({n for d in results.disagreements for n in d.answers} - {r.name for r in results.rungs})
@@ -540,6 +556,8 @@ def build_view(results: Results, out_dir: Path) -> dict[str, Any]:
         "rows": rows,
         "chosen": next((row for row in rows if row.chosen), None),
         "show_recall": any(r.retrieval_recall is not None for r in results.rungs),
+        "extra_metrics": extra_names,
+        "extra_rows": extra_rows,
         "show_horizon": any(r.horizon_cost is not None for r in results.rungs),
         "any_done": bool(done),
         "decision": decision,
