@@ -342,3 +342,22 @@ def test_run_table_formats_money_like_the_report():
         line = next(line for line in out.splitlines() if r.title in line)
         cells = [fmt_money(r.cost_per_1k), fmt_money(r.monthly_cost), fmt_money(r.upfront_cost) if r.upfront_cost else "-"]
         assert [c.strip() for c in line.split("│")[-4:-1]] == cells
+
+
+def test_sigterm_ends_a_command_like_ctrl_c():
+    """`kill` or a scheduler's time limit raises KeyboardInterrupt, so cleanup runs and the run store
+    records the run as interrupted (a rerun resumes), instead of the process vanishing mid-write."""
+    import os
+    import signal
+    import time
+
+    from tunewise.cli import _stop_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        _stop_on_sigterm()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs before this finishes
+    finally:
+        signal.signal(signal.SIGTERM, previous)

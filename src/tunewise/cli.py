@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 import warnings
 
@@ -91,8 +92,22 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
+def _stop_on_sigterm() -> None:
+    """`kill`, a scheduler's time limit or `docker stop` end a command as Ctrl-C does: cleanup runs, the
+    run store records the run as interrupted, and rerunning resumes from the saved work."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (embedded use): leave the host's handler alone
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
+    _stop_on_sigterm()
     try:
         cli.main(args=argv, prog_name="tunewise", standalone_mode=False)
     except TunewiseError as err:
