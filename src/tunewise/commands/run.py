@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from tunewise.cost.money import currency_symbol, fmt_money
+from tunewise.eval.stats import fmt_p
 from tunewise.ladder.results import Results
 from tunewise.ui import console, print_json
 
@@ -39,7 +40,7 @@ def results_table(results: Results) -> Table:
         if r.p_value_vs_best is None:
             vs = "best"
         else:
-            vs = f"{'worse' if r.significantly_worse_than_best else 'n.s.'} p={r.p_value_vs_best:.2g}"
+            vs = f"{'worse' if r.significantly_worse_than_best else 'n.s.'} {fmt_p(r.p_value_vs_best)}"
         target = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[r.meets_target]
         table.add_row(
             ("[bold]> " if r.name == chosen else "") + r.title,

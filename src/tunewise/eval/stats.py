@@ -20,6 +20,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+
+def fmt_p(p: float | None) -> str:
+    """p-values people can read, and no finer than a bootstrap's resolution (1/2,001 is about 0.0005):
+    fmt_p(0.0001) == 'p<0.001', fmt_p(0.0412) == 'p=0.041'."""
+    if p is None:
+        return "—"
+    if p < 0.001:
+        return "p<0.001"
+    return f"p={p:.2g}"
+
 if TYPE_CHECKING:
     from tunewise.data.example import Example
     from tunewise.eval.metrics import Metric

@@ -23,6 +23,7 @@ import numpy as np
 from tunewise.cost.money import fmt_money
 from tunewise.data.example import Example
 from tunewise.errors import TunewiseError
+from tunewise.eval.stats import fmt_p
 from tunewise.ladder.results import (
     BreakEven,
     Decision,
@@ -447,7 +448,7 @@ def decide(task: Task, results: list[RungResult], advice: dict[str, Any] | None)
         if choice is best:
             sentence += " is the best measured"
         else:
-            sentence += f" is not measurably worse than the best ({best.title}, {best.score.value:.3f}, p={choice.p_value_vs_best:.2g})"
+            sentence += f" is not measurably worse than the best ({best.title}, {best.score.value:.3f}, {fmt_p(choice.p_value_vs_best)})"
         sentence += f", and it is the cheapest such option at {b.calls_per_month:,} calls/month ({fmt_money(choice.monthly_cost or 0)}/month"
         sentence += f" + {fmt_money(choice.upfront_cost)} one-off)." if choice.upfront_cost else ")."
         if task.target is not None:
@@ -464,7 +465,7 @@ def decide(task: Task, results: list[RungResult], advice: dict[str, Any] | None)
         if r is choice:
             continue
         if r.significantly_worse_than_best:
-            reasons.append(f"{r.title} scores {r.score.value:.3f}, measurably worse than {best.title} (p={r.p_value_vs_best:.2g}).")
+            reasons.append(f"{r.title} scores {r.score.value:.3f}, measurably worse than {best.title} ({fmt_p(r.p_value_vs_best)}).")
         elif r.meets_target is False:
             reasons.append(f"{r.title} scores {r.score.value:.3f}, below the target {task.target}.")
         elif (r.horizon_cost or 0) > (choice.horizon_cost or 0):

@@ -21,6 +21,7 @@ from markupsafe import Markup
 
 from tunewise import __version__
 from tunewise.cost.money import DASH, currency_symbol, fmt_money
+from tunewise.eval.stats import fmt_p
 from tunewise.ladder.results import (
     SCHEMA_VERSION,
     Decision,
@@ -39,15 +40,6 @@ _UNMEASURED = re.compile(r"\bdoes not measure\b", re.I)  # decide(): "...which t
 
 
 # --- number formatting --------------------------------------------------------------------------
-
-
-def fmt_p(p: float | None) -> str:
-    """p-values people can read: fmt_p(0.0001) == 'p<0.001', fmt_p(0.0412) == 'p=0.041'."""
-    if p is None:
-        return DASH
-    if p < 0.001:
-        return "p<0.001"
-    return f"p={p:.2g}"
 
 
 def fmt_count(value: float | None) -> str:
