@@ -67,6 +67,8 @@ def test_overfitting_warning_says_which_checkpoint_was_kept():
         ([0.50, 0.45, 0.44], None),  # a 2% last step: converged enough
         ([0.50, 0.41, 0.52], None),  # rising at the end: the overfitting warning's case, not this one
         ([0.50, 0.30, 0.40, 0.31], None),  # falling again but not below the best: no note
+        ([0.50, 0.30, 0.40, 0.30], None),  # back to the best, not below it: early stopping's case
+        ([0.50, float("nan")], None),  # a NaN loss is not progress
         ([0.50], None),  # one evaluation: nothing to compare
     ],
 )

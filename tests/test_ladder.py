@@ -247,11 +247,21 @@ def test_extra_metrics_are_scored_on_the_same_answers_and_reread_on_resume(tmp_p
     assert all(r.extra_scores == {} for r in none.rungs) and extra_metrics_table(none) is None
 
 
+def test_an_extra_metric_that_cannot_score_is_left_out_and_the_run_still_decides(tmp_path):
+    task = make_task(tmp_path).model_copy(update={"extra_metrics": ["json_fields", "exact_match"]})  # labels are not JSON
+    lines = []
+    options = RunOptions(model=FakeModel(respond=oracle(0.4, 0.95)), evidence=False, report=False, out_dir=tmp_path / "runs")
+    results = run_ladder(task, options, log=lines.append)
+    assert results.decision.rung == "few_shot"
+    assert all(list(r.extra_scores) == ["exact_match"] for r in results.rungs)
+    assert any(line.startswith("extra metric json_fields left out: ") and "JSON object" in line for line in lines)
+
+
 def test_unknown_extra_metric_fails_before_any_work(tmp_path):
     from tunewise.errors import TunewiseError
 
     task = make_task(tmp_path).model_copy(update={"extra_metrics": ["contain"]})
-    with pytest.raises(TunewiseError, match="unknown metric 'contain' \\(did you mean 'contains'\\?\\)"):
+    with pytest.raises(TunewiseError, match="extra_metrics: unknown metric 'contain' \\(did you mean 'contains'\\?\\)"):
         run_ladder(task, RunOptions(model=FakeModel(), out_dir=tmp_path / "runs"), log=lambda m: None)
     assert not (tmp_path / "runs").exists()
 
@@ -344,20 +354,27 @@ def test_run_table_formats_money_like_the_report():
         assert [c.strip() for c in line.split("│")[-4:-1]] == cells
 
 
-def test_sigterm_ends_a_command_like_ctrl_c():
-    """`kill` or a scheduler's time limit raises KeyboardInterrupt, so cleanup runs and the run store
-    records the run as interrupted (a rerun resumes), instead of the process vanishing mid-write."""
-    import os
+def test_sigterm_ends_a_command_like_ctrl_c(tmp_path):
+    """`kill` or a scheduler's time limit ends a command as Ctrl-C does: the cleanup message, exit 130,
+    instead of the process vanishing mid-write. Run in a child process so a missing handler fails
+    the test rather than killing pytest."""
     import signal
-    import time
+    import subprocess
+    import sys
 
-    from tunewise.cli import _stop_on_sigterm
-
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        _stop_on_sigterm()
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)  # the handler runs before this finishes
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    code = (
+        "import os, signal, time, click\n"
+        "from tunewise import cli\n"
+        "@click.command('wait')\n"
+        "def wait():\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(30)\n"
+        "cli.cli = click.Group(commands={'wait': wait})\n"
+        "cli.main(['wait'])\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=20)
+    assert child.returncode == 130
+    assert "rerun the same command to resume" in err

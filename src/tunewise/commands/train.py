@@ -170,8 +170,6 @@ def command(
         console.print(loss_table(s))
     if s.overfitting_warning:
         console.print(f"Warning: {s.overfitting_warning}", style="yellow", markup=False)
-    if s.underfitting_note:
-        console.print(f"Note: {s.underfitting_note}", style="yellow", markup=False)
     best = f", best epoch {s.best_epoch:g} kept" if s.best_epoch is not None else ""
     console.print(
         f"{s.method}: {s.train_examples} train / {s.val_examples} validation examples, {s.epochs_run:g} epochs{best}; "

@@ -208,8 +208,8 @@ def _lcs_length(a: list[str], b: list[str]) -> int:
 def contains_score(prediction: str, reference: str) -> float:
     """1 when the normalised reference appears, on word boundaries, in the normalised prediction.
 
-    Answer recall for generative QA (as in PopQA, Mallen et al. 2023): it credits "The mayor is called
-    the President." for the gold "President", which token F1 scores 0.29. A model that writes whole
+    Answer recall for generative QA (as in PopQA, Mallen et al. 2023): it credits "The mayor of Warsaw
+    is called President." for the gold "President", which token F1 scores 0.29. A model that writes whole
     paragraphs games it, so keep `max_new_tokens` small and read it beside token F1.
 
     >>> contains_score("The mayor of Warsaw is called President.", "President"), contains_score("Presidential", "President")

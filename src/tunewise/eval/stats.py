@@ -20,16 +20,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-
-def fmt_p(p: float | None) -> str:
-    """p-values people can read, and no finer than a bootstrap's resolution (1/2,001 is about 0.0005):
-    fmt_p(0.0001) == 'p<0.001', fmt_p(0.0412) == 'p=0.041'."""
-    if p is None:
-        return "—"
-    if p < 0.001:
-        return "p<0.001"
-    return f"p={p:.2g}"
-
 if TYPE_CHECKING:
     from tunewise.data.example import Example
     from tunewise.eval.metrics import Metric
@@ -40,6 +30,16 @@ Statistic = Callable[[np.ndarray], float]
 
 EXACT_BELOW = 25
 """McNemar uses the exact binomial test below this many discordant pairs, chi-square from there."""
+
+
+def fmt_p(p: float | None) -> str:
+    """p-values people can read, and no finer than a bootstrap's resolution (1/2,001 is about 0.0005):
+    fmt_p(0.0001) == 'p<0.001', fmt_p(0.0412) == 'p=0.041'; '—' when there is none."""
+    if p is None or math.isnan(p):
+        return "—"
+    if p < 0.001:
+        return "p<0.001"
+    return f"p={p:.2g}"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.data.example import Example
+from tunewise.eval.stats import fmt_p
 from tunewise.ladder.results import Forgetting, ProbeScore
 from tunewise.ladder.rungs import Prepared, Request
 
@@ -27,25 +28,20 @@ PROBE_MAX_NEW_TOKENS = 32
 
 
 def contains_score(prediction: str, example: Example) -> float:
-    """1.0 when some normalised reference appears as whole words in the normalised prediction.
+    """The registered `contains` metric on one probe (tunewise.eval.metrics).
 
     >>> contains_score("The capital of France is Paris.", Example([], "Paris"))
     1.0
     >>> contains_score("Parisian", Example([], "Paris"))
     0.0
     """
-    from tunewise.eval.metrics import normalize_answer
-
-    answer = f" {normalize_answer(prediction)} "
-    return float(any(f" {ref} " in answer for ref in (normalize_answer(r) for r in example.references) if ref))
+    return contains_metric().per_example(prediction, example)
 
 
 def contains_metric() -> Any:
-    from tunewise.eval.metrics import Metric
+    from tunewise.eval.metrics import get_metric
 
-    return Metric(
-        "contains", contains_score, binary=True, description="A reference appears in the answer (normalised, whole words)."
-    )
+    return get_metric("contains")
 
 
 def load_probes(path: Path) -> list[Example]:
@@ -63,7 +59,7 @@ def probe_verdict(name: str, score: ProbeScore, alpha: float) -> str:
     change = (
         f"{score.base.value:.2f} -> {score.finetuned.value:.2f} "
         f"(change {score.delta:+.2f}, 95% CI {score.delta_ci_low:+.2f} to {score.delta_ci_high:+.2f}"
-        + (f", p={score.p_value:.3g})" if score.p_value is not None else ")")
+        + (f", {fmt_p(score.p_value)})" if score.p_value is not None else ")")
     )
     significant = score.p_value is not None and score.p_value < alpha
     if significant and score.delta < 0:

@@ -283,21 +283,21 @@ def underfitting_note(points: Sequence[LossPoint], epochs: float, min_drop: floa
 
     >>> history = [LossPoint(step=40, epoch=1, val_loss=0.054), LossPoint(step=80, epoch=2, val_loss=0.035)]
     >>> print(underfitting_note(history, epochs=2))  # doctest: +NORMALIZE_WHITESPACE
-    validation loss was still falling at the last epoch (0.054 -> 0.035 over epochs 1-2, -35%): the
+    validation loss was still falling at the last evaluation (0.054 -> 0.035 over epochs 1-2, -35%): the
     model may be undertrained; try more epochs (train.epochs, now 2) or a higher learning rate, and
     early stopping will keep the best checkpoint.
     """
     evals = sorted((p for p in points if p.val_loss is not None), key=lambda p: p.step)
-    if len(evals) < 2:
+    if len(evals) < 2 or not all(math.isfinite(p.val_loss) for p in evals):
         return None
     prev, last = evals[-2], evals[-1]
-    if last.val_loss > min(p.val_loss for p in evals) or prev.val_loss <= 0:
-        return None
+    if last.val_loss >= min(p.val_loss for p in evals[:-1]) or prev.val_loss <= 0:
+        return None  # not a new best: early stopping's case, or a wobble
     drop = (prev.val_loss - last.val_loss) / prev.val_loss
     if drop < min_drop:
         return None
     return (
-        f"validation loss was still falling at the last epoch ({prev.val_loss:.3g} -> {last.val_loss:.3g} over "
+        f"validation loss was still falling at the last evaluation ({prev.val_loss:.3g} -> {last.val_loss:.3g} over "
         f"epochs {_epoch(prev.epoch)}-{_epoch(last.epoch)}, -{drop:.0%}): the model may be undertrained; try more "
         f"epochs (train.epochs, now {epochs:g}) or a higher learning rate, and early stopping will keep the best checkpoint."
     )

@@ -383,17 +383,37 @@ def extra_metrics(task: Task) -> list[Any]:
 
     names = secondary_metrics(task.metric) if task.extra_metrics is None else task.extra_metrics
     base_dir = task.path.parent if task.path else None
-    return [get_metric(n, base_dir=base_dir) for n in names if n != task.metric]
+    metrics = []
+    for name in names:
+        if name == task.metric:
+            continue
+        try:
+            metrics.append(get_metric(name, base_dir=base_dir))
+        except TunewiseError as err:
+            raise TunewiseError(f"extra_metrics: {err}") from None
+    return metrics
 
 
-def score_extra_metrics(state: RunState, results: list[RungResult], metrics: list[Any]) -> None:
-    """Score each finished rung's saved predictions with the extra metrics (value and 95% CI)."""
+def score_extra_metrics(state: RunState, results: list[RungResult], metrics: list[Any], log: Callable[[str], None] = print) -> None:
+    """Score each finished rung's saved predictions with the extra metrics (value and 95% CI).
+
+    They are reported only, so a metric that cannot score this data is left out with a line saying
+    why, and the run still decides.
+    """
     for r in results:
-        if r.status == "done" and r.name in state.predictions:
-            r.extra_scores = {
-                m.name: score_predictions(m, state.predictions[r.name], state.ctx.eval, seed=state.task.data.seed)[0]
-                for m in metrics
-            }
+        r.extra_scores = {}
+    for metric in metrics:
+        for r in results:
+            if r.status != "done" or r.name not in state.predictions:
+                continue
+            try:
+                score = score_predictions(metric, state.predictions[r.name], state.ctx.eval, seed=state.task.data.seed)[0]
+            except TunewiseError as err:
+                log(f"extra metric {metric.name} left out: {err}")
+                for other in results:
+                    other.extra_scores.pop(metric.name, None)
+                break
+            r.extra_scores[metric.name] = score
 
 
 def compare_rungs(state: RunState, results: list[RungResult], alpha: float) -> None:
@@ -650,7 +670,7 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
         results.rungs = list(done.values())
 
         compare_rungs(state, results.rungs, task.ladder.alpha)
-        score_extra_metrics(state, results.rungs, extra)
+        score_extra_metrics(state, results.rungs, extra, log)
         results.decision = decide(task, results.rungs, results.advice)
         results.break_even = break_evens(task, results.rungs)
         results.disagreements = disagreements(state, results.rungs)
