@@ -183,6 +183,30 @@ def test_few_shot_rag_combines_demonstrations_with_documents(tmp_path):
     assert results.rung("zero_shot").p_value_vs_zero_shot is None
 
 
+def test_all_climbs_every_rung_that_applies(tmp_path):
+    """--all without a corpus leaves out the RAG rungs, unless the task lists one (then it shows as skipped)."""
+    options = dict(model=FakeModel(respond=oracle(0.4, 0.95)), evidence=False, report=False, all_rungs=True)
+    task = make_task(tmp_path, rungs=("zero_shot", "few_shot"))
+    names = lambda results: [r.name for r in results.rungs]  # noqa: E731
+    import tunewise.ladder.run as run_module
+
+    original = dict(run_module.RUNGS)
+    try:  # no training in this test: drop the fine-tuned rungs from the registry
+        for n in ("lora", "lora_rag"):
+            run_module.RUNGS.pop(n)
+        plain = run_ladder(task, RunOptions(**options, out_dir=tmp_path / "a"), log=lambda m: None)
+        assert names(plain) == ["zero_shot", "few_shot"]
+        listed = task.model_copy(update={"ladder": task.ladder.model_copy(update={"rungs": ["zero_shot", "rag"]})})
+        results = run_ladder(listed, RunOptions(**options, out_dir=tmp_path / "b"), log=lambda m: None)
+        assert names(results) == ["zero_shot", "few_shot", "rag"] and results.rung("rag").status == "skipped"
+        with_corpus = make_task(tmp_path / "c", corpus=True)
+        results = run_ladder(with_corpus, RunOptions(**options, out_dir=tmp_path / "c" / "runs"), log=lambda m: None)
+        assert names(results) == ["zero_shot", "few_shot", "rag", "few_shot_rag"]
+    finally:
+        run_module.RUNGS.clear()
+        run_module.RUNGS.update(original)
+
+
 def test_unknown_rung_fails_before_any_work(tmp_path):
     task = make_task(tmp_path)
     model = FakeModel()

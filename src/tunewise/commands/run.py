@@ -107,7 +107,7 @@ def print_results(results: Results, run_dir: Path | None = None) -> None:
 
 @click.command("run")
 @click.argument("task_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--all", "all_rungs", is_flag=True, help="Climb every rung, even past a good-enough one.")
+@click.option("--all", "all_rungs", is_flag=True, help="Climb every rung that applies (RAG rungs need a corpus), even past a good-enough one.")
 @click.option("--rungs", help="Comma-separated rungs to run instead of the task's list.")
 @click.option("--limit", type=int, help="Score only the first N eval examples (quick look).")
 @click.option("--fresh", is_flag=True, help="Start a new run instead of resuming the last one with this config.")

@@ -603,7 +603,13 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
     progress = progress or progress_bar
     started = time.perf_counter()
     metric = get_metric(task.metric, base_dir=task.path.parent if task.path else None, **task.metric_options)
-    names = options.rungs or (list(RUNGS) if options.all_rungs else task.ladder.rungs)
+    has_corpus = task.corpus is not None or options.retriever is not None
+    if options.rungs:
+        names = options.rungs
+    elif options.all_rungs:  # every rung that applies; a listed rung that cannot run is shown as skipped
+        names = [n for n, r in RUNGS.items() if has_corpus or not r.needs_corpus or n in task.ladder.rungs]
+    else:
+        names = task.ladder.rungs
     extra = extra_metrics(task)
     for n in names:
         get_rung(n)  # unknown names fail before any work
@@ -617,7 +623,7 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
     log(f"run {run_id}: {len(train)} train / {len(evals)} eval examples -> {run_dir}")
 
     ctx = _context(task, train, evals, run_dir, options)
-    state = RunState(task, run_id, run_dir, ctx, metric, has_corpus=task.corpus is not None or options.retriever is not None)
+    state = RunState(task, run_id, run_dir, ctx, metric, has_corpus=has_corpus)
     results = Results(
         run_id=run_id,
         task=task.name,
