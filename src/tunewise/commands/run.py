@@ -62,7 +62,7 @@ def extra_metrics_table(results: Results) -> Table | None:
     names = list(dict.fromkeys(n for r in done for n in r.extra_scores))
     if not names:
         return None
-    table = Table(title=f"Also measured (reported only: the decision uses {results.metric})", title_justify="left")
+    table = Table(title="Also measured (reported only)", title_justify="left")
     table.add_column("rung")
     for name in names:
         table.add_column(f"{name} [95% CI]", justify="right")
