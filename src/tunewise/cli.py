@@ -87,6 +87,7 @@ def _quiet_libraries() -> None:
     """tunewise draws its own progress bars; the libraries' bars and deprecation notices are noise
     for our users. Set before transformers is imported (it reads these at import)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. transformers' "de-quantizing GGUF tensors" bar
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
