@@ -590,7 +590,7 @@ def test_export_command(ladder, tmp_path, monkeypatch):
     assert merged.exit_code == 0 and "merged model" in merged.output
     assert (tmp_path / "m" / "model.safetensors").is_file()
     missing = CliRunner().invoke(cli, ["export", "no-such-run"])
-    assert missing.exit_code != 0 and "no run 'no-such-run'" in str(missing.exception)
+    assert missing.exit_code != 0 and "no run folder or run id 'no-such-run'" in str(missing.exception)
 
 
 def test_export_without_a_finished_adapter_says_what_to_give(tmp_path):

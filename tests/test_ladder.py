@@ -402,3 +402,29 @@ def test_sigterm_ends_a_command_like_ctrl_c(tmp_path):
     _, err = child.communicate(timeout=20)
     assert child.returncode == 130
     assert "rerun the same command to resume" in err
+
+
+def test_compare_any_two_rungs_from_the_saved_answers(tmp_path, monkeypatch):
+    from tunewise.eval.stats import compare
+
+    task = make_task(tmp_path, target=0.8)
+    options = RunOptions(model=FakeModel(respond=oracle(0.4, 0.95)), evidence=False, report=False, out_dir=tmp_path / "runs")
+    results = run_ladder(task, options, log=lambda m: None)
+    run_dir = tmp_path / "runs" / results.run_id
+    out = CliRunner().invoke(cli, ["compare", str(run_dir), "few_shot", "zero_shot", "--json"])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    per_example = {
+        n: [json.loads(line)["score"] for line in (run_dir / "predictions" / f"{n}.jsonl").read_text().splitlines()]
+        for n in ("few_shot", "zero_shot")
+    }
+    expected = compare(per_example["few_shot"], per_example["zero_shot"], True, seed=task.data.seed)
+    assert got["metric"] == "accuracy" and got["examples"] == 40 and got["test"] == expected.method
+    assert got["difference"] == pytest.approx(expected.diff) and got["p_value"] == pytest.approx(expected.p_value)
+    assert got["rungs"]["few_shot"]["value"] == pytest.approx(results.rung("few_shot").score.value)
+
+    monkeypatch.setenv("TUNEWISE_RUNS", str(tmp_path / "runs"))  # a run id works too
+    text = CliRunner().invoke(cli, ["compare", results.run_id, "few_shot", "zero_shot", "--metric", "exact_match"])
+    assert text.exit_code == 0 and "exact_match" in text.output and "Few-shot (k=2, fixed) is measurably better" in text.output
+    missing = CliRunner().invoke(cli, ["compare", results.run_id, "few_shot", "rag"])
+    assert "rung 'rag' did not finish" in str(missing.exception) and "finished rungs: zero_shot, few_shot" in str(missing.exception)

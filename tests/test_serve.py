@@ -569,7 +569,7 @@ def test_cli_prints_url_models_and_snippets_and_warns_on_open_bind(tmp_path, mon
     assert "model router" in out.output
 
     out = CliRunner().invoke(cli, ["serve", "no-such-run"])
-    assert out.exit_code != 0 and "no run folder or run id 'no-such-run'" in out.output
+    assert out.exit_code != 0 and "no run folder or run id 'no-such-run'" in str(out.exception)
 
 
 def test_pickled_adapter_weights_are_refused(tmp_path):

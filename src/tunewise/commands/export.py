@@ -6,33 +6,7 @@ from pathlib import Path
 
 import click
 
-from tunewise.errors import TunewiseError
-
-
-def resolve_run(ref: str) -> Path:
-    """A path as given, else a run id under the runs folder, else a run id in the run store."""
-    from tunewise.paths import runs_dir
-
-    path = Path(ref)
-    if path.exists():
-        return path
-    if (runs_dir() / ref).exists():
-        return runs_dir() / ref
-    try:
-        from tunewise.ladder.store import RunStore
-
-        store = RunStore()
-        try:
-            row = store.get(ref)
-        finally:
-            store.close()
-    except ImportError:
-        row = None
-    if row is not None:
-        return Path(row["run_dir"])
-    raise TunewiseError(
-        f"no run {ref!r}: not a folder and not a run id under {runs_dir()}; list runs with `tunewise runs`"
-    )
+from tunewise.paths import resolve_run
 
 
 @click.command("export")

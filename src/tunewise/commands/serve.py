@@ -7,25 +7,8 @@ from pathlib import Path
 
 import click
 
+from tunewise.paths import resolve_run
 from tunewise.ui import console, err_console
-
-
-def find_run(run: str) -> Path:
-    """A run folder, or a run id from `tunewise runs` (looked up in the run store, then ./runs)."""
-    path = Path(run)
-    if path.is_dir():
-        return path
-    from tunewise.ladder.store import RunStore
-    from tunewise.paths import runs_dir
-
-    store = RunStore()
-    row = store.get(run)
-    store.close()
-    if row and Path(row["run_dir"]).is_dir():
-        return Path(row["run_dir"])
-    if (runs_dir() / run).is_dir():
-        return runs_dir() / run
-    raise click.ClickException(f"no run folder or run id {run!r}; list runs with `tunewise runs`")
 
 
 def is_loopback(host: str) -> bool:
@@ -80,7 +63,7 @@ def command(runs, rung, host, port, api_key, max_queue, max_batch, batch_wait_ms
 
     if router_threshold is not None and not use_router:
         raise click.ClickException("--router-threshold needs --router")
-    folders = [find_run(r) for r in runs]
+    folders = [resolve_run(r) for r in runs]
     configs = load_runs(
         folders,
         rung,

@@ -1,0 +1,89 @@
+"""`tunewise compare RUN A B [--metric M]`: a paired test between any two rungs of a finished run.
+
+The run table tests every rung against the best one; this answers the other questions ("does RAG
+beat the closed-book adapter?") from the saved answers, with any metric, without generating again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from tunewise.errors import TunewiseError
+from tunewise.ui import console, print_json
+
+
+def compare_rungs(run_dir: Path, a: str, b: str, metric_name: str | None = None) -> dict:
+    """A minus B on the run's eval examples: both scores with CIs, the difference with its CI, p."""
+    from tunewise.eval.metrics import get_metric
+    from tunewise.eval.stats import compare, compare_predictions, evaluate
+    from tunewise.ladder.run import open_run
+
+    task, ctx, results = open_run(run_dir)
+    name = metric_name or task.metric
+    options = task.metric_options if name == task.metric else {}
+    metric = get_metric(name, base_dir=task.path.parent if task.path else None, **options)
+    predictions = {}
+    for rung in (a, b):
+        result = results.rung(rung)
+        if result is None or result.status != "done":
+            finished = ", ".join(r.name for r in results.rungs if r.status == "done") or "none"
+            raise TunewiseError(f"rung {rung!r} did not finish in {run_dir}; finished rungs: {finished}")
+        path = run_dir / (result.predictions_file or f"predictions/{rung}.jsonl")
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        predictions[rung] = [r["prediction"] for r in rows]
+    examples = ctx.eval[: len(predictions[a])]
+    if len(predictions[a]) != len(predictions[b]) or len(examples) != len(predictions[a]):
+        raise TunewiseError(f"{a} and {b} answered different numbers of eval examples; rerun the task to finish both")
+    seed = task.data.seed
+    scored = {r: evaluate(metric, predictions[r], examples, seed=seed) for r in (a, b)}
+    if metric.corpus is not None:
+        test = compare_predictions(metric, predictions[a], predictions[b], examples, seed=seed)
+    else:
+        test = compare(scored[a].per_example, scored[b].per_example, metric.binary, seed=seed)
+    titles = {r.name: r.title for r in results.rungs}
+    return {
+        "metric": metric.name,
+        "examples": len(examples),
+        "rungs": {
+            r: {"title": titles[r], "value": scored[r].value, "ci_low": scored[r].ci_low, "ci_high": scored[r].ci_high}
+            for r in (a, b)
+        },
+        "difference": test.diff,
+        "difference_ci": [test.diff_ci_low, test.diff_ci_high],
+        "p_value": test.p_value,
+        "test": test.method,
+    }
+
+
+@click.command("compare")
+@click.argument("run")
+@click.argument("rung_a")
+@click.argument("rung_b")
+@click.option("--metric", help="score with this metric instead of the task's (e.g. contains, exact_match)")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="significance level for the verdict")
+@click.option("--json", "as_json", is_flag=True, help="print the comparison as JSON")
+def command(run: str, rung_a: str, rung_b: str, metric: str | None, alpha: float, as_json: bool) -> None:
+    """Paired test between two rungs of RUN on the same eval examples, from their saved answers."""
+    from tunewise.eval.stats import fmt_p
+    from tunewise.paths import resolve_run
+
+    out = compare_rungs(resolve_run(run), rung_a, rung_b, metric)
+    if as_json:
+        print_json(out)
+        return
+    a, b = out["rungs"][rung_a], out["rungs"][rung_b]
+    for r in (a, b):
+        console.print(f"{r['title']}: {out['metric']} {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]", markup=False)
+    low, high = out["difference_ci"]
+    if out["p_value"] < alpha:
+        verdict = f"{(a if out['difference'] > 0 else b)['title']} is measurably better"
+    else:
+        verdict = "no measurable difference"
+    console.print(
+        f"difference {out['difference']:+.3f} [95% CI {low:+.3f}, {high:+.3f}] on {out['examples']} examples, "
+        f"{out['test']} {fmt_p(out['p_value'])}: {verdict}",
+        markup=False,
+    )
