@@ -15,7 +15,7 @@ from tunewise.errors import TunewiseError
 from tunewise.ui import console, print_json
 
 
-def compare_rungs(run_dir: Path, a: str, b: str, metric_name: str | None = None) -> dict:
+def compare_two(run_dir: Path, a: str, b: str, metric_name: str | None = None) -> dict:
     """A minus B on the run's eval examples: both scores with CIs, the difference with its CI, p."""
     from tunewise.eval.metrics import get_metric
     from tunewise.eval.stats import compare, compare_predictions, evaluate
@@ -70,7 +70,7 @@ def command(run: str, rung_a: str, rung_b: str, metric: str | None, alpha: float
     from tunewise.eval.stats import fmt_p
     from tunewise.paths import resolve_run
 
-    out = compare_rungs(resolve_run(run), rung_a, rung_b, metric)
+    out = compare_two(resolve_run(run), rung_a, rung_b, metric)
     if as_json:
         print_json(out)
         return
