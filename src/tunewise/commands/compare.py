@@ -17,14 +17,11 @@ from tunewise.ui import console, print_json
 
 def compare_two(run_dir: Path, a: str, b: str, metric_name: str | None = None) -> dict:
     """A minus B on the run's eval examples: both scores with CIs, the difference with its CI, p."""
-    from tunewise.eval.metrics import get_metric
     from tunewise.eval.stats import compare, compare_predictions, evaluate
-    from tunewise.ladder.run import open_run
+    from tunewise.ladder.run import open_run, task_metric
 
     task, ctx, results = open_run(run_dir)
-    name = metric_name or task.metric
-    options = task.metric_options if name == task.metric else {}
-    metric = get_metric(name, base_dir=task.path.parent if task.path else None, **options)
+    metric = task_metric(task, metric_name)
     predictions = {}
     for rung in (a, b):
         result = results.rung(rung)

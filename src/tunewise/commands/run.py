@@ -58,15 +58,14 @@ def results_table(results: Results) -> Table:
 
 def extra_metrics_table(results: Results) -> Table | None:
     """The metrics reported beside the task's own, one column each; None when there are none."""
-    done = [r for r in results.rungs if r.status == "done" and r.extra_scores]
-    names = list(dict.fromkeys(n for r in done for n in r.extra_scores))
+    names = results.extra_metric_names()
     if not names:
         return None
     table = Table(title="Also measured (reported only)", title_justify="left")
     table.add_column("rung")
     for name in names:
         table.add_column(f"{name} [95% CI]", justify="right")
-    for r in done:
+    for r in (r for r in results.rungs if r.extra_scores):
         cells = [r.extra_scores.get(n) for n in names]
         table.add_row(r.title, *(f"{s.value:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]" if s else "-" for s in cells))
     return table

@@ -155,11 +155,10 @@ def command(
     s = outcome.summary
     curve = None
     if learning_curve:
-        from tunewise.eval.metrics import get_metric
         from tunewise.finetune.curve import learning_curve as fit_learning_curve
+        from tunewise.ladder.run import task_metric
 
-        metric = get_metric(task.metric, base_dir=task.path.parent if task.path else None, **task.metric_options)
-        curve = fit_learning_curve(_context(task, train, evals, out_dir), metric)
+        curve = fit_learning_curve(_context(task, train, evals, out_dir), task_metric(task))
     if as_json:
         print_json({"adapter": str(outcome.adapter_path), "reused": outcome.reused, "training": s.model_dump(mode="json"),
                     "learning_curve": curve.model_dump(mode="json") if curve else None})

@@ -159,6 +159,10 @@ class Results(BaseModel):
     disagreements: list[Disagreement] = Field(default_factory=list)
     wall_s: float | None = None
 
+    def extra_metric_names(self) -> list[str]:
+        """The extra metrics some rung was scored with, in first-seen order."""
+        return list(dict.fromkeys(n for r in self.rungs for n in r.extra_scores))
+
     def rung(self, name: str) -> RungResult | None:
         return next((r for r in self.rungs if r.name == name), None)
 

@@ -377,21 +377,25 @@ def run_rung(state: RunState, name: str, progress: PROGRESS_FACTORY) -> RungResu
     )
 
 
+def task_metric(task: Task, name: str | None = None) -> Any:
+    """The task's metric with its options, or another registered or custom one by name (no options);
+    a relative custom path is relative to the task file."""
+    from tunewise.eval.metrics import get_metric
+
+    name = name or task.metric
+    options = task.metric_options if name == task.metric else {}
+    return get_metric(name, base_dir=task.path.parent if task.path else None, **options)
+
+
 def extra_metrics(task: Task) -> list[Any]:
     """The metrics reported beside the task's own: its companions unless the task lists them."""
-    from tunewise.eval.metrics import get_metric, secondary_metrics
+    from tunewise.eval.metrics import secondary_metrics
 
     names = secondary_metrics(task.metric) if task.extra_metrics is None else task.extra_metrics
-    base_dir = task.path.parent if task.path else None
-    metrics = []
-    for name in names:
-        if name == task.metric:
-            continue
-        try:
-            metrics.append(get_metric(name, base_dir=base_dir))
-        except TunewiseError as err:
-            raise TunewiseError(f"extra_metrics: {err}") from None
-    return metrics
+    try:
+        return [task_metric(task, name) for name in names if name != task.metric]
+    except TunewiseError as err:
+        raise TunewiseError(f"extra_metrics: {err}") from None
 
 
 def score_extra_metrics(state: RunState, results: list[RungResult], metrics: list[Any], log: Callable[[str], None] = print) -> None:
@@ -400,20 +404,17 @@ def score_extra_metrics(state: RunState, results: list[RungResult], metrics: lis
     They are reported only, so a metric that cannot score this data is left out with a line saying
     why, and the run still decides.
     """
+    done = [r for r in results if r.status == "done" and r.name in state.predictions]
     for r in results:
         r.extra_scores = {}
     for metric in metrics:
-        for r in results:
-            if r.status != "done" or r.name not in state.predictions:
-                continue
-            try:
-                score = score_predictions(metric, state.predictions[r.name], state.ctx.eval, seed=state.task.data.seed)[0]
-            except TunewiseError as err:
-                log(f"extra metric {metric.name} left out: {err}")
-                for other in results:
-                    other.extra_scores.pop(metric.name, None)
-                break
-            r.extra_scores[metric.name] = score
+        try:
+            scores = {r.name: score_predictions(metric, state.predictions[r.name], state.ctx.eval, seed=state.task.data.seed)[0] for r in done}
+        except TunewiseError as err:
+            log(f"extra metric {metric.name} left out: {err}")
+            continue
+        for r in done:
+            r.extra_scores[metric.name] = scores[r.name]
 
 
 def compare_rungs(state: RunState, results: list[RungResult], alpha: float) -> None:
@@ -596,13 +597,12 @@ def _evidence(state: RunState, results: Results, progress: PROGRESS_FACTORY) -> 
 
 
 def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS_FACTORY | None = None, log: Callable[[str], None] = print) -> Results:
-    from tunewise.eval.metrics import get_metric
     from tunewise.ui import progress_bar
 
     options = options or RunOptions()
     progress = progress or progress_bar
     started = time.perf_counter()
-    metric = get_metric(task.metric, base_dir=task.path.parent if task.path else None, **task.metric_options)
+    metric = task_metric(task)
     has_corpus = task.corpus is not None or options.retriever is not None
     if options.rungs:
         names = options.rungs

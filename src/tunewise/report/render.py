@@ -290,8 +290,8 @@ def _rung_rows(results: Results, colours: dict[str, str], out_dir: Path, symbol:
 
 def _extra_metrics_view(results: Results) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """Metric names and one (rung title, cells) row per finished rung, for the "Also measured" table."""
-    done = [r for r in results.rungs if r.status == "done" and r.extra_scores]
-    names = list(dict.fromkeys(n for r in done for n in r.extra_scores))
+    done = [r for r in results.rungs if r.extra_scores]
+    names = results.extra_metric_names()
     decimals = score_decimals([s.ci_high - s.ci_low for r in done for s in r.extra_scores.values()])
     rows = []
     for r in done:
