@@ -104,12 +104,14 @@ def config_hash(task: Task, options: RunOptions) -> str:
     recomputes, so changing them reuses the finished rungs.
     """
     h = hashlib.sha256()
-    cfg = task.model_dump(mode="json", exclude={"business", "target", "description"})
-    cfg["ladder"].pop("rungs", None)
+    # Fields left at their defaults are not hashed, so a new task field with a default that keeps
+    # today's behaviour does not orphan the runs made before it existed.
+    cfg = task.model_dump(mode="json", exclude={"business", "target", "description"}, exclude_defaults=True)
+    cfg.setdefault("ladder", {}).pop("rungs", None)
     cfg["ladder"].pop("alpha", None)
     cfg.pop("extra_metrics", None)  # scored from the saved predictions
     for key in ("train", "eval", "file"):
-        cfg["data"].pop(key, None)
+        cfg.setdefault("data", {}).pop(key, None)
     cfg.pop("corpus", None)
     cfg["eval_limit"] = options.eval_limit
     h.update(json.dumps(cfg, sort_keys=True).encode())
