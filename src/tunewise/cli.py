@@ -19,6 +19,7 @@ from tunewise.errors import TunewiseError
 # name -> module under tunewise.commands exposing `command` (a click.Command). Imported lazily so
 # `tunewise advise` never pays for torch.
 COMMANDS: dict[str, str] = {
+    "init": "init",
     "advise": "advise",
     "audit": "audit",
     "estimate": "estimate",
@@ -32,6 +33,7 @@ COMMANDS: dict[str, str] = {
 }
 
 HELP = {
+    "init": "Write a commented task file from a data file (format, metric, rungs, business answers).",
     "advise": "Recommend an approach from the decision framework (instant, no model).",
     "audit": "Check a data file: format, bad lines, duplicates, conflicts, leakage, lengths, volume.",
     "estimate": "Cost model: per-request, monthly and training cost, break-even, GPU memory.",
