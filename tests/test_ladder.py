@@ -14,7 +14,7 @@ from conftest import chat, write_jsonl
 from tunewise.cli import cli, main
 from tunewise.data.splits import load_splits
 from tunewise.ladder.results import load_results
-from tunewise.ladder.run import RunOptions, run_ladder
+from tunewise.ladder.run import RunOptions, eval_order, run_ladder
 from tunewise.ladder.store import MIGRATIONS, RunStore, migrate
 from tunewise.models.base import FakeModel
 from tunewise.task import parse_task
@@ -254,7 +254,7 @@ def test_extra_metrics_are_scored_on_the_same_answers_and_reread_on_resume(tmp_p
     options = RunOptions(model=FakeModel(respond=oracle(0.4, 0.95)), evidence=False, report=False, out_dir=tmp_path / "runs")
     results = run_ladder(task, options, log=lambda m: None)
     run_dir = tmp_path / "runs" / results.run_id
-    examples = load_splits(task)[1]
+    examples = eval_order(load_splits(task)[1], task.data.seed)  # the order every rung scores in
     for r in results.rungs:
         rows = [json.loads(line) for line in (run_dir / r.predictions_file).read_text().splitlines()]
         expected = get_metric("macro_f1").aggregate([row["prediction"] for row in rows], examples)

@@ -114,6 +114,7 @@ def config_hash(task: Task, options: RunOptions) -> str:
         cfg.setdefault("data", {}).pop(key, None)
     cfg.pop("corpus", None)
     cfg["eval_limit"] = options.eval_limit
+    cfg["eval_order"] = "seeded-shuffle"  # predictions saved before eval was shuffled do not line up
     h.update(json.dumps(cfg, sort_keys=True).encode())
     for p in (task.data.train, task.data.eval, task.data.file, task.corpus):
         if p is not None:
@@ -249,10 +250,24 @@ def prepare_run(task: Task, options: RunOptions) -> tuple[str, Path]:
     return run_id, run_dir
 
 
+def eval_order(evals: list[Example], seed: int) -> list[Example]:
+    """The eval examples in a seeded random order, the order every rung scores them in.
+
+    Adaptive evaluation looks at growing prefixes of this order, and `--limit N` keeps its first N:
+    both must be random samples of the eval set even when the file is sorted (by label, by source).
+    """
+    import random
+
+    order = list(range(len(evals)))
+    random.Random(f"eval-order-{seed}").shuffle(order)
+    return [evals[i] for i in order]
+
+
 def _load_examples(task: Task, options: RunOptions) -> tuple[list[Example], list[Example]]:
     from tunewise.data.splits import load_splits
 
     train, evals = load_splits(task)
+    evals = eval_order(evals, task.data.seed)
     limit = options.eval_limit or task.ladder.eval_limit
     if limit:
         evals = evals[:limit]
