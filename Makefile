@@ -28,9 +28,9 @@ demo: $(STAMP)
 	$(BIN)/tunewise estimate $(DEMO)
 	$(BIN)/tunewise run $(DEMO)
 
-# Headless Chromium for the report's browser test (Debian package; needs root, as on CI).
+# Headless Chromium (and its WebDriver, for the web app's tests) from Debian; needs root, as on CI.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will be skipped (apt-get install chromium)"; }
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || echo "chromium/chromium-driver not installed: the browser tests will be skipped (apt-get install chromium chromium-driver)"; }
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q

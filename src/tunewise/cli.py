@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "report": "report",
     "serve": "serve",
+    "ui": "ui",
 }
 
 HELP = {
@@ -44,6 +45,7 @@ HELP = {
     "export": "Export a run's adapter, or a merged model folder.",
     "report": "Write report.html and report.md for a run.",
     "serve": "Serve a run's chosen configuration behind an OpenAI-compatible API.",
+    "ui": "A local web app: new decision, runs with live progress, reports, playground.",
 }
 
 
