@@ -55,3 +55,18 @@ class HashEmbedder:
 
 def fake_run_options() -> dict:
     return {"model": SlowFake(respond=intent_answer, name="fake-intent"), "embedder": HashEmbedder()}
+
+
+class VerySlowFake(FakeModel):
+    """A fifth of a second per conversation: a run long enough to cancel in the middle."""
+
+    def generate(self, conversations, max_new_tokens, progress=None):
+        out = []
+        for conv in conversations:
+            time.sleep(0.2)
+            out += super().generate([conv], max_new_tokens, progress)
+        return out
+
+
+def slow_run_options() -> dict:
+    return {"model": VerySlowFake(respond=intent_answer, name="fake-intent"), "embedder": HashEmbedder()}
