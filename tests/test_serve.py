@@ -311,7 +311,8 @@ def test_generation_failure_is_a_500_and_the_worker_survives(serve):
     server = serve({"toy": toy_config(FakeModel(respond=respond))})
     with pytest.raises(openai.InternalServerError) as info:
         client(server).chat.completions.create(model="toy", messages=user("a"))
-    assert "CUDA out of memory" in info.value.body["message"]
+    # The exception text stays in the server's log (it can carry paths); the client gets a request id.
+    assert "CUDA" not in info.value.body["message"] and info.value.response.headers["x-request-id"] in info.value.body["message"]
     assert client(server).chat.completions.create(model="toy", messages=user("b")).choices[0].message.content == "fine"
 
 

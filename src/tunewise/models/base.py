@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -39,6 +41,61 @@ class ChatModel(Protocol):
         """Tokens `text` costs this model (an estimate where the backend cannot tell)."""
         ...
 
+    # Optional: a backend that can stream also defines
+    #     stream(messages, max_new_tokens) -> Generator[str, None, Generation]
+    # yielding text pieces as they are decoded and returning the Generation (whose text is the
+    # pieces joined, equal to what generate([messages], max_new_tokens) returns). Call it through
+    # `stream(model, ...)` below, which falls back to the whole answer as one piece.
+
+
+TokenStream = Generator[str, None, "Generation"]
+"""Text pieces as they are generated; the generator's return value is the whole Generation."""
+
+
+def stream(model: ChatModel, messages: Messages, max_new_tokens: int) -> TokenStream:
+    """The model's own streaming path where it has one; otherwise one piece, the whole answer, which
+    arrives only when generation is done (the behaviour of a backend that cannot stream).
+
+    >>> list(stream(FakeModel(["one two"]), [{"role": "user", "content": "q"}], 8))
+    ['one ', 'two']
+    """
+    own = getattr(model, "stream", None)
+    if callable(own):
+        return own(messages, max_new_tokens)
+    return _whole(model, messages, max_new_tokens)
+
+
+def _whole(model: ChatModel, messages: Messages, max_new_tokens: int) -> TokenStream:
+    generation = model.generate([messages], max_new_tokens)[0]
+    if generation.text:
+        yield generation.text
+    return generation
+
+
+class StrippedPieces:
+    """Pieces of a growing text turned into pieces of `text.strip()`, which is what `generate`
+    returns: leading whitespace is dropped and trailing whitespace held back until more text follows.
+
+    >>> s = StrippedPieces()
+    >>> [s.feed(p) for p in [" ", " play", " some ", "jazz", "\\n"]]
+    ['', 'play', ' some', ' jazz', '']
+    """
+
+    def __init__(self) -> None:
+        self.started = False
+        self.held = ""
+
+    def feed(self, piece: str) -> str:
+        if not self.started:
+            piece = piece.lstrip()
+            if not piece:
+                return ""
+            self.started = True
+        text = self.held + piece
+        body = text.rstrip()
+        self.held = text[len(body) :]
+        return body
+
 
 def estimate_tokens(text: str) -> int:
     """Documented estimate for backends without a tokenizer: about 4 characters a token (OpenAI's
@@ -63,11 +120,13 @@ class FakeModel:
         answers: Sequence[str] = (),
         name: str = "fake",
         respond: Callable[[Messages], str] | None = None,
+        seconds_per_piece: float = 0.0,
     ) -> None:
         self.name = name
         self.queue: deque[str] = deque(answers)
         self.respond = respond
         self.calls: list[Messages] = []
+        self.seconds_per_piece = seconds_per_piece  # stream(): a pause before each word-sized piece
 
     def enqueue(self, *answers: str) -> None:
         self.queue.extend(answers)
@@ -92,3 +151,12 @@ class FakeModel:
             if progress:
                 progress(1)
         return out
+
+    def stream(self, messages: Messages, max_new_tokens: int) -> TokenStream:
+        """The answer generate() would give, in word-sized pieces, `seconds_per_piece` apart."""
+        generation = self.generate([messages], max_new_tokens)[0]
+        for piece in re.findall(r"\S*\s*", generation.text):
+            if piece:
+                time.sleep(self.seconds_per_piece)
+                yield piece
+        return generation

@@ -14,7 +14,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -33,12 +34,12 @@ from tunewise.serve.schema import (
     Answer,
     APIError,
     ChatCompletionRequest,
+    StopCutter,
     chunk,
     completion,
     new_id,
     plain_messages,
     stop_list,
-    stream_pieces,
     unsupported,
 )
 
@@ -46,6 +47,11 @@ log = logging.getLogger("tunewise.serve")
 
 DEFAULT_MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_BODY_BYTES = 4 << 20
+DEFAULT_READ_TIMEOUT_S = 30.0
+"""Longest a client may take to send a request's headers, and then its body (4 MiB in 30 s is
+140 KB/s). A slower client is cut off, so it cannot hold a connection or block shutdown."""
+DEFAULT_SHUTDOWN_TIMEOUT_S = 60.0
+"""Longest a graceful shutdown waits for requests in flight (a 1,024-token answer on a CPU fits)."""
 
 
 @dataclass
@@ -80,6 +86,12 @@ def count_prompt_tokens(model: ChatModel, messages: Messages) -> int:
     return sum(model.count_tokens(m["content"]) + 4 for m in messages)
 
 
+def weights_of(model: ChatModel) -> object:
+    """What a model's batches run on: an adapter view (serve/adapters.py) names the shared base it
+    runs on, so every adapter over one copy of the weights shares one worker."""
+    return getattr(model, "weights", None) or model
+
+
 def context_window(model: ChatModel) -> int | None:
     """The model's maximum sequence length where the backend exposes it (transformers config)."""
     config = getattr(getattr(model, "model", None), "config", None)
@@ -111,12 +123,15 @@ class ChatService:
         self.configs = dict(configs)
         self.limits = limits
         self.router = router
-        # One batcher per model object: rungs sharing a base model share its batches.
+        # One batcher per copy of the weights: rungs sharing a base model (or adapters sharing one
+        # base) share its batches, and one worker thread is all that touches those weights.
         self.batchers: dict[int, Batcher] = {}
         for config in self.configs.values():
             model = config.prepared.model
-            if id(model) not in self.batchers:
-                self.batchers[id(model)] = Batcher(model, limits.max_queue, limits.max_batch, limits.batch_wait_ms)
+            weights = weights_of(model)
+            if id(weights) not in self.batchers:
+                name = getattr(weights, "name", None) or model.name
+                self.batchers[id(weights)] = Batcher(model, limits.max_queue, limits.max_batch, limits.batch_wait_ms, name=name)
         # Builders (embedders, retrievers, tokenizers) are not promised to be thread-safe; a build
         # takes milliseconds next to a generation, so one at a time costs little.
         self._build_lock = threading.Lock()
@@ -130,11 +145,12 @@ class ChatService:
         for b in self.batchers.values():
             b.start()
 
-    def stop(self) -> None:
-        """Finish every queued request, then stop the workers."""
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Finish every queued request, then stop the workers; wait at most `timeout_s` in all."""
         self.draining = True
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for b in self.batchers.values():
-            b.stop()
+            b.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def resolve(self, name: str, messages: Messages) -> tuple[str, ServedConfig, Route | None]:
         if name == ROUTER_NAME and self.router is not None:
@@ -150,8 +166,11 @@ class ChatService:
             )
         return name, self.configs[name], None
 
-    def admit(self, req: ChatCompletionRequest) -> tuple[str, ServedConfig, Route | None, Job, int, list[str]]:
+    def admit(
+        self, req: ChatCompletionRequest, on_piece: Callable[[str], None] | None = None
+    ) -> tuple[str, ServedConfig, Route | None, Job, int, list[str]]:
         """Validate, route, build and queue a request (runs in a worker thread: builds may embed).
+        With `on_piece`, the answer is streamed to it piece by piece as it is generated.
 
         Returns (model name that answers, its config, route, queued job, max_tokens, stop list)."""
         problems = unsupported(req)
@@ -181,9 +200,9 @@ class ChatService:
             built = config.prepared.build(messages)
             prompt_tokens = count_prompt_tokens(model, built.messages)
         self._check_length(config, prompt_tokens, max_tokens)
-        job = Job(built.messages, max_tokens)
+        job = Job(built.messages, max_tokens, model=model, on_piece=on_piece)
         try:
-            self.batchers[id(model)].submit(job)
+            self.batchers[id(weights_of(model))].submit(job)
         except QueueFull as full:
             raise APIError(
                 429,
@@ -224,21 +243,52 @@ class ChatService:
 # -- HTTP ---------------------------------------------------------------------------------------
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
+
+
+def _union_branch(part: object) -> bool:
+    """pydantic names the branch of a union in an error's location (`str`, `list[ContentPart]`,
+    `function-after[valid_unicode(), str]`); the client wants the field's path only."""
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """A rejected value for an error message: repr (which escapes lone surrogates), capped."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def _json_error(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-class Guard:
-    """ASGI middleware, outermost: API key on every request (constant-time), then the body size limit."""
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex[:16]}"
 
-    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int) -> None:
+
+class Guard:
+    """ASGI middleware, outermost: a request id on every response, the API key on every request
+    (constant-time), then the body: at most `max_body_bytes`, all of it within `read_timeout_s`."""
+
+    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> None:
         self.app = app
         self.key_digest = hashlib.sha256(api_key.encode()).digest() if api_key else None
         self.max_body_bytes = max_body_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        # One id per request, in the x-request-id header and in every 500's message and log line.
+        request_id = new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        inner_send = send
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await inner_send(message)
+
         headers = dict(scope["headers"])
         if self.key_digest is not None:
             auth = headers.get(b"authorization", b"")
@@ -252,19 +302,35 @@ class Guard:
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             err = APIError(413, f"request body is {int(length)} bytes; this server accepts at most {self.max_body_bytes}", code="request_too_large")
             return await _json_error(err)(scope, receive, send)
-        if length is None and scope.get("method") == "POST":
+        if (length is not None and length != b"0") or b"transfer-encoding" in headers:
             receive = await self._buffered(receive, scope, send)
             if receive is None:
                 return
         await self.app(scope, receive, send)
 
     async def _buffered(self, receive: Any, scope: dict, send: Any) -> Any:
-        """Read a chunked body up to the limit, then replay it; None after answering 413."""
+        """Read the whole body (chunked too) up to the limit and within the read timeout, then replay
+        it; None after answering 413 or 408, or when the client went away.
+
+        A client that declares 100 bytes and sends 10 would otherwise hold the request, and with it
+        the server's graceful shutdown, for as long as it keeps the connection open."""
         body, more = b"", True
+        deadline = time.monotonic() + self.read_timeout_s
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                err = APIError(
+                    408,
+                    f"the request body did not arrive within {self.read_timeout_s:g} s ({len(body)} bytes received); "
+                    "send the whole body at once",
+                    code="request_timeout",
+                    headers={"Connection": "close"},
+                )
+                await _json_error(err)(scope, receive, send)
+                return None
             if message["type"] != "http.request":
-                break
+                return None  # disconnected: nobody to answer
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_body_bytes:
@@ -294,14 +360,20 @@ def build_app(
     max_tokens_limit: int = DEFAULT_MAX_TOKENS_LIMIT,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     router: Router | None = None,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
 ) -> FastAPI:
     """An OpenAI-compatible app over `configs` (model name -> configuration; aliases may share one).
 
     The batch workers start and stop with the app's lifespan: uvicorn's graceful shutdown first
-    lets in-flight requests finish, then the workers drain their queues and end.
+    lets in-flight requests finish, then the workers drain their queues and end. `read_timeout_s`
+    and `shutdown_timeout_s` are kept on `app.state`, where run_server and BackgroundServer read
+    them (headers are read by uvicorn, before the app sees anything).
     """
     limits = Limits(max_queue, max_batch, batch_wait_ms, max_prompt_tokens, max_tokens_limit, max_body_bytes)
     service = ChatService(configs, limits, router)
+    if read_timeout_s <= 0 or shutdown_timeout_s < 0:
+        raise TunewiseError(f"read_timeout_s must be > 0 and shutdown_timeout_s >= 0 (got {read_timeout_s}, {shutdown_timeout_s})")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -309,10 +381,12 @@ def build_app(
         try:
             yield
         finally:
-            await asyncio.to_thread(service.stop)
+            await asyncio.to_thread(service.stop, shutdown_timeout_s)
 
     app = FastAPI(title="tunewise", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
+    app.state.read_timeout_s = read_timeout_s
+    app.state.shutdown_timeout_s = shutdown_timeout_s
     started = int(time.time())
 
     @app.exception_handler(APIError)
@@ -322,8 +396,9 @@ def build_app(
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         problems, param = [], None
+        seen = set()
         for e in err.errors():
-            loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+            loc = [str(p) for p in e.get("loc", ()) if p != "body" and not _union_branch(p)]
             if e.get("type") == "json_invalid":
                 problems.append(f"the body is not valid JSON ({e.get('ctx', {}).get('error', e.get('msg'))})")
                 continue
@@ -332,7 +407,10 @@ def build_app(
                 continue
             where = ".".join(loc) or "body"
             param = param or where
-            problems.append(f"{where}: {e.get('msg')}" + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], (dict, list)) else ""))
+            problem = f"{where}: {e.get('msg')}" + (f" (got {_shown(e['input'])})" if "input" in e and not isinstance(e["input"], (dict, list)) else "")
+            if problem not in seen:
+                seen.add(problem)
+                problems.append(problem)
         return _json_error(APIError(400, "; ".join(problems) or "invalid request", param=param, code="invalid_request"))
 
     @app.exception_handler(StarletteHTTPException)
@@ -345,10 +423,14 @@ def build_app(
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, err: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        return _json_error(APIError(500, f"internal error: {type(err).__name__}: {err}", type="server_error"))
+        request_id = _request_id(request)
+        log.error("request %s: unhandled error on %s", request_id, request.url.path, exc_info=err)
+        # Starlette answers this one outside Guard (ServerErrorMiddleware is outermost): add the header here.
+        error = internal_error(request_id)
+        error.headers["x-request-id"] = request_id
+        return _json_error(error)
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, Any]:
         return {
             "status": "draining" if service.draining else "ok",
@@ -362,7 +444,8 @@ def build_app(
             card["tunewise"] = {"routes": service.router.names if service.router else [], "fallback": service.router.fallback if service.router else None}
         else:
             c = service.configs[name]
-            card["tunewise"] = {"task": c.task, "rung": c.rung, "run": str(c.run_dir) if c.run_dir else None, "base_model": c.prepared.model.name}
+            # The run's name only: its absolute path would tell every client the server's folder layout.
+            card["tunewise"] = {"task": c.task, "rung": c.rung, "run": c.run_dir.name if c.run_dir else None, "base_model": c.prepared.model.name}
         return card
 
     @app.get("/v1/models")
@@ -376,55 +459,101 @@ def build_app(
         return model_card(name)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatCompletionRequest) -> Any:
-        name, config, route, job, max_tokens, stop = await asyncio.to_thread(service.admit, req)
-        cid, created = new_id()
-        headers = {"x-tunewise-route": name, "x-tunewise-config": config.fingerprint}
-        if route is not None:
-            headers["x-tunewise-route-similarity"] = f"{route.similarity:.4f}"
-        future = asyncio.wrap_future(job.future)
+    async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
+        request_id = _request_id(request)
         if not req.stream:
-            generation = await _generated(future)
-            return JSONResponse(completion(cid, created, name, config.fingerprint, Answer(generation, max_tokens, stop)), headers=headers)
+            name, config, route, job, max_tokens, stop = await asyncio.to_thread(service.admit, req)
+            generation = await _generated(asyncio.wrap_future(job.future), request_id)
+            cid, created = new_id()
+            answer = Answer(generation, max_tokens, stop)
+            return JSONResponse(completion(cid, created, name, config.fingerprint, answer), headers=_route_headers(name, config, route))
 
+        # Streaming: the worker hands each piece to the event loop as the model produces it; the
+        # future's completion (queued after the last piece, from the same thread) ends the stream.
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+
+        def on_piece(piece: str) -> None:
+            try:
+                loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            except RuntimeError:  # the loop has closed: the server is gone, nobody is listening
+                pass
+
+        name, config, route, job, max_tokens, stop = await asyncio.to_thread(service.admit, req, on_piece)
+        job.future.add_done_callback(lambda _: on_piece(_END))
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        cid, created = new_id()
 
         async def events() -> AsyncIterator[str]:
             def sse(data: dict[str, Any]) -> str:
                 return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-            # The role arrives at once; the content only after the whole answer is generated, because
-            # it is generated in a batch (see docs/serve.md: time to first token = generation time).
-            yield sse(chunk(cid, created, name, config.fingerprint, {"role": "assistant", "content": ""}))
+            def content(text: str) -> str:
+                return sse(chunk(cid, created, name, config.fingerprint, {"content": text}))
+
+            cutter = StopCutter(stop)
             try:
-                generation = await _generated(future)
-            except APIError as err:
-                yield sse(err.body())
+                yield sse(chunk(cid, created, name, config.fingerprint, {"role": "assistant", "content": ""}))
+                while (piece := await pieces.get()) is not _END:
+                    text = cutter.feed(piece)
+                    if text:
+                        yield content(text)
+                    if cutter.done:
+                        job.cancel.set()  # a stop sequence ended the answer: stop generating
+                try:
+                    generation = await _generated(asyncio.wrap_future(job.future), request_id)
+                except APIError as err:
+                    yield sse(err.body())
+                    yield "data: [DONE]\n\n"
+                    return
+                rest = cutter.finish()
+                if rest:
+                    yield content(rest)
+                answer = Answer(generation, max_tokens, stop)
+                yield sse(chunk(cid, created, name, config.fingerprint, {}, answer.finish_reason))
+                if include_usage:
+                    final = chunk(cid, created, name, config.fingerprint, {})
+                    final["choices"], final["usage"] = [], answer.usage
+                    yield sse(final)
                 yield "data: [DONE]\n\n"
-                return
-            answer = Answer(generation, max_tokens, stop)
-            for piece in stream_pieces(answer.text):
-                yield sse(chunk(cid, created, name, config.fingerprint, {"content": piece}))
-            yield sse(chunk(cid, created, name, config.fingerprint, {}, answer.finish_reason))
-            if include_usage:
-                final = chunk(cid, created, name, config.fingerprint, {})
-                final["choices"], final["usage"] = [], answer.usage
-                yield sse(final)
-            yield "data: [DONE]\n\n"
+            finally:
+                job.cancel.set()  # the client went away mid-stream: the worker stops generating
 
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        )
+        headers = {**_route_headers(name, config, route), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
-    app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)  # outermost: before parsing
+    # outermost: before parsing
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes, read_timeout_s=read_timeout_s)
     return app
 
 
-async def _generated(future: asyncio.Future) -> Generation:
+_END = object()
+"""Queued after a streamed answer's last piece."""
+
+
+def _route_headers(name: str, config: ServedConfig, route: Route | None) -> dict[str, str]:
+    headers = {"x-tunewise-route": name, "x-tunewise-config": config.fingerprint}
+    if route is not None:
+        headers["x-tunewise-route-similarity"] = f"{route.similarity:.4f}"
+    return headers
+
+
+def _request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", None) or new_request_id()
+
+
+def internal_error(request_id: str) -> APIError:
+    """What a client sees of a failure inside the server: no exception text (it can carry paths,
+    file names or data); the log has it under the same request id."""
+    return APIError(500, f"internal server error (request id {request_id}); the server log has the details", type="server_error")
+
+
+async def _generated(future: asyncio.Future, request_id: str) -> Generation:
     try:
         return await future
     except Exception as err:
-        raise APIError(500, f"generation failed: {type(err).__name__}: {err}", type="server_error") from err
+        log.error("request %s: generation failed: %s: %s", request_id, type(err).__name__, err, exc_info=err)
+        raise internal_error(request_id) from err
 
 
 def service_of(app: FastAPI) -> ChatService:

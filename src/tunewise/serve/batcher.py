@@ -8,6 +8,10 @@ Requests in one batch that ask for different `max_tokens` are generated in separ
 distinct value (largest group first). Generating with the largest value and cutting the others
 afterwards would need token-level truncation of decoded text, which does not round-trip; grouping
 keeps every answer exactly what `generate(conversation, its own max_tokens)` returns.
+
+A job may name its own model: several adapters on one copy of a base model (serve/adapters.py) share
+one worker, and a batch is then grouped by adapter too. A streamed job (`on_piece` set) is generated
+alone through `stream()`, its pieces handed to `on_piece` as they come.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from tunewise.models.base import ChatModel, Messages
+from tunewise.models.base import ChatModel, Generation, Messages, stream
 
 log = logging.getLogger("tunewise.serve")
 
@@ -42,6 +47,9 @@ class Stopped(Exception):
 class Job:
     messages: Messages  # the built request, exactly what the ladder would send
     max_new_tokens: int
+    model: ChatModel | None = None  # None: the batcher's model
+    on_piece: Callable[[str], None] | None = None  # set: stream the answer, piece by piece
+    cancel: threading.Event = field(default_factory=threading.Event)  # a streaming client went away
     future: Future = field(default_factory=Future)  # resolves to a Generation
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -66,8 +74,11 @@ class Batcher:
     'hi'
     """
 
-    def __init__(self, model: ChatModel, max_queue: int = 64, max_batch: int = 16, batch_wait_ms: float = 10.0) -> None:
+    def __init__(
+        self, model: ChatModel, max_queue: int = 64, max_batch: int = 16, batch_wait_ms: float = 10.0, name: str | None = None
+    ) -> None:
         self.model = model
+        self.name = name or model.name
         self.max_queue = max_queue
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000
@@ -84,11 +95,12 @@ class Batcher:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=f"batcher-{self.model.name}", daemon=True)
+            self._thread = threading.Thread(target=self._loop, name=f"batcher-{self.name}", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Refuse new jobs, finish every job already queued, then end the worker."""
+        """Refuse new jobs, finish every job already queued, then end the worker (waiting at most
+        `timeout` seconds: the worker is a daemon thread, so an unfinished one ends with the process)."""
         with self._lock:
             if self._closed:
                 return
@@ -159,14 +171,16 @@ class Batcher:
     def _run(self, batch: list[Job]) -> None:
         # A job whose caller went away (cancelled future) is not generated.
         live = [j for j in batch if j.future.set_running_or_notify_cancel()]
-        groups: dict[int, list[Job]] = {}
+        groups: dict[tuple[int, int], list[Job]] = {}
         for job in live:
-            groups.setdefault(job.max_new_tokens, []).append(job)
-        for max_new_tokens, group in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            if job.on_piece is None:
+                groups.setdefault((id(job.model or self.model), job.max_new_tokens), []).append(job)
+        for (_, max_new_tokens), group in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            model = group[0].model or self.model
             self._running = len(group)
             started = time.perf_counter()
             try:
-                generations = self.model.generate([j.messages for j in group], max_new_tokens)
+                generations = model.generate([j.messages for j in group], max_new_tokens)
                 if len(generations) != len(group):
                     raise RuntimeError(f"model returned {len(generations)} generations for {len(group)} conversations")
             except Exception as err:  # one failing batch must not kill the worker
@@ -180,6 +194,47 @@ class Batcher:
             self._record(BatchRecord(len(group), max_new_tokens, seconds))
             for job, generation in zip(group, generations):
                 job.future.set_result(generation)
+        for job in live:
+            if job.on_piece is not None:
+                self._stream(job)
+
+    def _stream(self, job: Job) -> None:
+        """Generate one job through the model's streaming path, handing each piece on as it comes.
+        The future resolves to the final Generation; a cancelled job stops the model early."""
+        model = job.model or self.model
+        self._running = 1
+        started = time.perf_counter()
+        pieces: list[str] = []
+        if job.cancel.is_set():  # the client left while the job waited
+            self._running = 0
+            job.future.set_result(Generation("", 0, 0, 0.0))
+            return
+        try:
+            it = stream(model, job.messages, job.max_new_tokens)
+            generation = None
+            while generation is None:
+                try:
+                    piece = next(it)
+                except StopIteration as end:
+                    generation = end.value
+                    break
+                if piece:
+                    pieces.append(piece)
+                    job.on_piece(piece)  # type: ignore[misc]
+                if job.cancel.is_set():
+                    it.close()  # the backend stops generating
+                    break
+            if generation is None:  # cancelled, or a backend that returned no Generation
+                text = "".join(pieces)
+                generation = Generation(text, 0, model.count_tokens(text), time.perf_counter() - started)
+        except Exception as err:  # one failing stream must not kill the worker
+            log.exception("streamed generation failed")
+            job.future.set_exception(err)
+            return
+        finally:
+            self._running = 0
+        self._record(BatchRecord(1, job.max_new_tokens, time.perf_counter() - started))
+        job.future.set_result(generation)
 
     def _record(self, record: BatchRecord) -> None:
         self.history.append(record)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from tunewise.models.base import Generation, Messages
 
@@ -43,20 +43,46 @@ def error_body(message: str, type: str, param: str | None = None, code: str | No
 # -- request ------------------------------------------------------------------------------------
 
 
+def valid_unicode(text: str) -> str:
+    """JSON may carry a lone UTF-16 surrogate (`"\\ud800"`), which no tokenizer can encode: reject it
+    here as a 400 instead of letting the model fail with a 500.
+
+    >>> valid_unicode("ok")
+    'ok'
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"contains a lone UTF-16 surrogate ({text[err.start]!r}) at character {err.start}; "
+            "send valid Unicode (surrogates only in pairs)"
+        ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(valid_unicode)]
+"""Every string the server reads: strict (no numbers as strings) and valid Unicode."""
+
+# Strict: JSON says what type a value is, so "5" is not a number and 1 is not a boolean. JSON
+# integers are still accepted for float fields (temperature: 0).
+STRICT = ConfigDict(extra="allow", strict=True)
+
+
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
+    model_config = STRICT
+    type: Text
+    text: Text | None = None
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")  # e.g. `name`, which is ignored
-    role: str
-    content: str | list[ContentPart] | None = None
+    model_config = STRICT  # extra fields, e.g. `name`, are ignored
+    role: Text
+    # Required and never null: without tool calls, a message with no text has nothing to say.
+    content: Text | list[ContentPart]
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
     include_usage: bool = False
 
 
@@ -64,21 +90,21 @@ class ChatCompletionRequest(BaseModel):
     """The fields this server reads. Unknown fields are ignored, as OpenAI-compatible servers do;
     known ones it cannot honour (n > 1, tools, logprobs, JSON mode) are rejected with a 400."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
 
-    model: str = Field(min_length=1)
+    model: Text = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="newer name of max_tokens; wins when both are set")
     n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     # Accepted for compatibility; decoding is always greedy, as the ladder measured it.
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     seed: int | None = None
-    user: str | None = None
+    user: Text | None = None
     logprobs: bool | None = None
     tools: list[Any] | None = None
     functions: list[Any] | None = None
@@ -119,7 +145,7 @@ def plain_messages(req: ChatCompletionRequest) -> Messages:
         if isinstance(m.content, list):
             content = "".join(p.text or "" for p in m.content)
         else:
-            content = m.content or ""
+            content = m.content
         out.append({"role": "system" if m.role == "developer" else m.role, "content": content})
     return out
 
@@ -138,7 +164,7 @@ class Answer:
 
     def __init__(self, generation: Generation, max_tokens: int, stop: list[str]) -> None:
         text = generation.text
-        cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+        cut = first_stop(text, stop)
         self.text = text[:cut] if cut >= 0 else text
         # Greedy generation stops at the end-of-turn token or at max_tokens; only the second is "length".
         self.finish_reason = "length" if cut < 0 and generation.output_tokens >= max_tokens else "stop"
@@ -147,6 +173,54 @@ class Answer:
             "completion_tokens": generation.output_tokens,
             "total_tokens": generation.prompt_tokens + generation.output_tokens,
         }
+
+
+def first_stop(text: str, stop: list[str]) -> int:
+    """Where the answer is cut: the earliest occurrence of any stop sequence, or -1.
+
+    >>> first_stop("a. b\\n", [".", "\\n"])
+    1
+    """
+    return min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+
+
+class StopCutter:
+    """Streams text as it arrives, cut where `Answer` would cut it: text that could still be the start
+    of a stop sequence is held back, and once a stop sequence is certain, `done` turns True.
+
+    >>> c = StopCutter(["END"])
+    >>> [c.feed(p) for p in ["one E", "N", "D two"]], c.done
+    (['one', ' ', ''], True)
+    """
+
+    def __init__(self, stop: list[str]) -> None:
+        self.stop = stop
+        self.longest = max((len(s) for s in stop), default=0)
+        self.text = ""
+        self.sent = 0
+        self.done = False
+
+    def feed(self, piece: str) -> str:
+        self.text += piece
+        cut = first_stop(self.text, self.stop)
+        # An earlier-starting stop sequence could still complete unless the text is long enough.
+        if cut >= 0 and cut - 1 + self.longest <= len(self.text):
+            self.done = True
+            return self._send_to(cut)
+        safe = len(self.text) - max(self.longest - 1, 0)
+        return self._send_to(min(safe, cut) if cut >= 0 else safe)
+
+    def finish(self) -> str:
+        """The rest, once generation has ended."""
+        cut = first_stop(self.text, self.stop)
+        self.done = True
+        return self._send_to(cut if cut >= 0 else len(self.text))
+
+    def _send_to(self, end: int) -> str:
+        if end <= self.sent:
+            return ""
+        out, self.sent = self.text[self.sent : end], end
+        return out
 
 
 def new_id() -> tuple[str, int]:
