@@ -271,12 +271,18 @@ def estimate_for(state: WebState, task: Any) -> Any:
     from tunewise.cost.model import estimate, workload_from_examples
     from tunewise.data.splits import load_splits
 
-    key = (str(task.data.train), str(task.data.eval), str(task.data.file), task.data.eval_fraction)
+    key = (str(task.data.train), str(task.data.eval), str(task.data.file), task.data.eval_fraction, str(task.corpus))
     if key not in state.splits:
         state.splits.clear()  # one data set at a time is what a person edits
-        state.splits[key] = load_splits(task)
-    train, evals = state.splits[key]
-    return estimate(workload_from_examples(task, train, evals))
+        chunk_texts: list[str] = []
+        if task.corpus is not None:  # as measure_task does: the chunks retrieval would show
+            from tunewise.retrieval.corpus import chunk_documents, load_corpus
+
+            chunks = chunk_documents(load_corpus(task.corpus), task.ladder.rag.chunk_words)
+            chunk_texts = [f"{c.title}: {c.text}" if c.title else c.text for c in chunks]
+        state.splits[key] = (*load_splits(task), chunk_texts)
+    train, evals, chunk_texts = state.splits[key]
+    return estimate(workload_from_examples(task, train, evals, chunk_texts))
 
 
 def advice_view(state: WebState, draft: Any) -> dict[str, Any]:
@@ -587,9 +593,12 @@ def build_web_app(token: str | None = None, max_upload_bytes: int = DEFAULT_MAX_
             if q and q.lower() not in text:
                 continue
             pairs.append((ra, rb))
+        alike = only == "diff" and not pairs and not q and bool(rows_a)
+        if alike:  # nothing differs: an empty table would look broken, so show them all and say why
+            pairs = list(zip(rows_a, rows_b))
         titles = {r.name: r.title for r in results.rungs}
         return page(request, "answers.html", row=row, results=results, done=done, a=a, b=b, only=only, q=q,
-                    pairs=pairs[:300], total=len(pairs), titles=titles, n=len(rows_a))  # fmt: skip
+                    pairs=pairs[:300], total=len(pairs), titles=titles, n=len(rows_a), alike=alike)  # fmt: skip
 
     @app.get("/compare")
     async def compare(request: Request, a: str = "", b: str = "") -> HTMLResponse:
@@ -604,10 +613,12 @@ def build_web_app(token: str | None = None, max_upload_bytes: int = DEFAULT_MAX_
         if a and b:
             left, right = run_results(a), run_results(b)
         names: list[str] = []
+        titles: dict[str, str] = {}
         for side in (left, right):
             if side and side[1]:
                 names += [r.name for r in side[1].rungs if r.name not in names]
-        return page(request, "compare.html", runs=rows, a=a, b=b, left=left, right=right, names=names)
+                titles.update({r.name: r.title for r in side[1].rungs})
+        return page(request, "compare.html", runs=rows, a=a, b=b, left=left, right=right, names=names, titles=titles)
 
     # -- playground ------------------------------------------------------------------------------
 

@@ -83,6 +83,9 @@ class Job:
                 out["message"] = event.get("message")
         if self.status == "failed" and not out["message"]:
             out["message"] = f"the run stopped unexpectedly; see {self.log_path}"
+        if self.status in ("cancelled", "interrupted"):
+            out["eta_s"] = None
+            out["message"] = "Stopped. Finished work is kept: Resume continues where it stopped." if out["run_id"] else "Cancelled before it started."
         return out
 
 

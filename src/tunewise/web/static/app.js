@@ -54,7 +54,16 @@
       $("job-loss").textContent = s.loss || "";
       $("job-decision").textContent = s.decision || "";
       $("job-message").textContent = s.message || "";
+      $("job-message").className = s.status === "failed" ? "error-text" : "note";
       $("job-log").textContent = (s.log || []).join("\n");
+      var steps = $("job-rungs");
+      steps.innerHTML = "";
+      (s.rungs_seen || []).forEach(function (name, i) {
+        var li = document.createElement("li");
+        li.textContent = name;
+        if (i < s.rungs_seen.length - 1 || s.status === "finished") li.className = "done";
+        steps.appendChild(li);
+      });
       var final = ["finished", "failed", "cancelled", "interrupted"].indexOf(s.status) >= 0;
       $("cancel-form").hidden = final;
       $("resume-form").hidden = ["cancelled", "failed", "interrupted"].indexOf(s.status) < 0;
