@@ -64,3 +64,37 @@ def test_served_intent_answers_equal_the_ladder_predictions(tmp_path):
     assert max(batch_sizes) > 1  # the concurrent requests really were batched
     assert concurrent == predictions
     assert streamed == predictions[0]
+
+
+def test_streamed_tokens_reach_the_client_before_the_answer_is_complete():
+    """Real token streaming on the embedded model: the first words arrive long before the last, and
+    they join to exactly the non-streamed answer."""
+    import time
+
+    import httpx
+
+    from tunewise.models.resolve import load_model
+    from tunewise.serve.app import build_app
+    from tunewise.serve.config import base_config
+    from tunewise.serve.server import BackgroundServer
+
+    model = load_model("embedded", bf16="off")
+    app = build_app({"base": base_config(model, 48)})
+    messages = [{"role": "user", "content": "Write a short story about a cat who learns to swim."}]
+    with BackgroundServer(app) as server:
+        url = server.url + "/v1/chat/completions"
+        plain = httpx.post(url, json={"model": "base", "messages": messages, "max_tokens": 48}, timeout=300).json()
+        started = time.monotonic()
+        pieces: list[tuple[float, str]] = []
+        body = {"model": "base", "messages": messages, "max_tokens": 48, "stream": True}
+        with httpx.stream("POST", url, json=body, timeout=300) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    delta = json.loads(line[6:])["choices"][0]["delta"].get("content")
+                    if delta:
+                        pieces.append((time.monotonic() - started, delta))
+    answer = plain["choices"][0]["message"]["content"]
+    assert plain["usage"]["completion_tokens"] > 20, "the test needs a long answer"
+    assert "".join(p for _, p in pieces) == answer
+    first, last = pieces[0][0], pieces[-1][0]
+    assert len(pieces) > 10 and first < 0.5 * last, f"first piece at {first:.2f} s, last at {last:.2f} s"

@@ -6,13 +6,15 @@ torch and transformers are imported inside functions so `import tunewise.models.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from tunewise.errors import TunewiseError
-from tunewise.models.base import Generation, Messages, Progress
+from tunewise.models.base import Generation, Messages, Progress, StrippedPieces, TokenStream
 
 Bf16 = Literal["auto", "on", "off"]
 
@@ -174,6 +176,87 @@ class TransformersModel:
                 progress(len(batch))
         return [r for r in results if r is not None]
 
+    def stream(self, messages: Messages, max_new_tokens: int) -> TokenStream:
+        """Yield the answer as it is decoded; return its Generation, equal to what
+        `generate([messages], max_new_tokens)[0]` gives (same prompt, same greedy decoding, same
+        stripping), so a streamed answer is the non-streamed one.
+
+        Generation runs in a thread and hands each new token to a queue (transformers' streamer
+        interface, as `TextIteratorStreamer` does); this generator decodes the tokens so far and
+        yields the new text. It decodes the whole answer each time rather than per line, as
+        TextIteratorStreamer does, so the pieces join to exactly `decode(all tokens)`: per-line
+        decoding drops a leading space on SentencePiece tokenizers. Text ending in an incomplete
+        UTF-8 sequence waits for the next token. Closing the generator early stops generation.
+        """
+        import torch
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+        prompt = self.prompt_ids(messages)
+        started = time.perf_counter()
+        tokens: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        outcome: dict[str, Any] = {}
+        eos = set(self.eos_ids)
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.eos_ids, pad_token_id=self.pad_id)
+        input_ids = torch.tensor([prompt], dtype=torch.long, device=self.device)  # (1, prompt)
+        device_type = torch.device(self.device).type
+
+        def run() -> None:
+            # inference_mode and autocast are thread-local: enter them in the generating thread.
+            try:
+                with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
+                    self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        generation_config=config,
+                        streamer=_TokenQueue(tokens),
+                        stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                    )
+            except BaseException as err:  # noqa: BLE001 - re-raised in the consuming thread
+                outcome["error"] = err
+            finally:
+                tokens.put(None)
+
+        thread = threading.Thread(target=run, name=f"stream-{self.name}", daemon=True)
+        thread.start()
+        new_ids: list[int] = []
+        shown = ""
+        stripped = StrippedPieces()
+        ended = False
+        try:
+            while (token := tokens.get()) is not None:
+                if ended:
+                    continue
+                if token in eos:
+                    ended = True  # generate() cuts here too
+                    continue
+                new_ids.append(token)
+                text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+                if text.endswith("\ufffd") or not text.startswith(shown):
+                    continue  # an incomplete UTF-8 sequence, or a decode that rewrote earlier text
+                piece, shown = text[len(shown) :], text
+                out = stripped.feed(piece)
+                if out:
+                    yield out
+            thread.join()
+            if "error" in outcome:
+                raise outcome["error"]
+            full = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+            if full.startswith(shown):
+                rest = stripped.feed(full[len(shown) :])
+                if rest:
+                    yield rest
+            text = full.strip()
+            return Generation(text, len(prompt), len(new_ids), time.perf_counter() - started)
+        finally:
+            stop.set()  # closed early (the client left, a stop sequence): end generation now
+            thread.join()
+
     def _generate_batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
         """Greedy continuations of a batch of prompts, each cut before its first eos.
 
@@ -222,6 +305,24 @@ class TransformersModel:
             end = next((j for j, t in enumerate(row) if t in stops), len(row))
             cut.append(row[:end])
         return cut
+
+
+class _TokenQueue:
+    """A transformers streamer (`put` / `end`) that queues each newly generated token id."""
+
+    def __init__(self, tokens: queue.Queue) -> None:
+        self.tokens = tokens
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate() first puts the prompt itself
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():  # (1,) or (1, 1) per step
+            self.tokens.put(int(token))
+
+    def end(self) -> None:
+        pass  # the generating thread marks the end itself, also when generation fails
 
 
 def shared_prefix_len(prompts: list[list[int]]) -> int:

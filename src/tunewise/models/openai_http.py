@@ -6,6 +6,7 @@ with exponential backoff and full jitter, honouring Retry-After.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -15,7 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from tunewise.errors import TunewiseError
-from tunewise.models.base import Generation, Messages, Progress, estimate_tokens
+from tunewise.models.base import Generation, Messages, Progress, StrippedPieces, TokenStream, estimate_tokens
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -124,6 +125,84 @@ class OpenAIChatModel:
                 raise self._error(response, attempt + 1)
             return self._parse(response, conversation, started)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def stream(self, messages: Messages, max_new_tokens: int) -> TokenStream:
+        """The answer as the API streams it (`stream: true`, server-sent events), stripped as
+        generate() strips it; returns the Generation with the server's usage when it sends one
+        (`stream_options.include_usage`), else the documented estimate.
+
+        Failures before the first byte of the answer are retried like generate()'s; once text has
+        been yielded, a dropped connection is an error (the caller already has part of the answer).
+        """
+        import httpx
+
+        body = {
+            "model": self.name,
+            "messages": list(messages),
+            "temperature": 0,
+            "max_tokens": max_new_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        headers = self._headers()
+        started = time.perf_counter()
+        with httpx.Client(timeout=self.timeout, transport=self.transport, headers=headers) as client:
+            for attempt in range(self.max_retries + 1):
+                last = attempt == self.max_retries
+                try:
+                    with client.stream("POST", self.url, json=body) as response:
+                        if response.status_code in RETRY_STATUS and not last:
+                            asked = retry_after_s(response.headers.get("retry-after"))
+                            self.sleep(backoff_s(attempt) if asked is None else asked)
+                            continue
+                        if response.status_code >= 400:
+                            response.read()
+                            raise self._error(response, attempt + 1)
+                        return (yield from self._events(response, messages, started))
+                except (httpx.TimeoutException, httpx.TransportError) as err:
+                    if last:
+                        raise ModelAPIError(
+                            f"{self.url}: {type(err).__name__} after {attempt + 1} attempt(s) (timeout {self.timeout}s); "
+                            "check the server is up, or raise timeout"
+                        ) from None
+                    self.sleep(backoff_s(attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _events(self, response: Any, messages: Messages, started: float) -> TokenStream:
+        import httpx
+
+        stripped = StrippedPieces()
+        text, usage = "", {}
+        try:
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue  # comments, event names, blank separators
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    raise ModelAPIError(f"{self.url} streamed something that is not JSON: {data[:200]!r}") from None
+                if isinstance(event, dict) and event.get("error"):
+                    error = event["error"]
+                    raise ModelAPIError(f"{self.url} failed mid-stream: {str(error.get('message') if isinstance(error, dict) else error)[:300]}")
+                usage = (event.get("usage") if isinstance(event, dict) else None) or usage
+                for choice in (event.get("choices") if isinstance(event, dict) else None) or []:
+                    piece = ((choice or {}).get("delta") or {}).get("content") or ""
+                    out = stripped.feed(piece)
+                    if out:
+                        text += out
+                        yield out
+        except (httpx.TimeoutException, httpx.TransportError) as err:
+            raise ModelAPIError(f"{self.url}: the stream broke after {len(text)} characters ({type(err).__name__})") from None
+        prompt = usage.get("prompt_tokens")
+        output = usage.get("completion_tokens")
+        if prompt is None:
+            prompt = sum(estimate_tokens(m.get("content") or "") + 4 for m in messages)
+        if output is None:
+            output = estimate_tokens(text)
+        return Generation(text, int(prompt), int(output), time.perf_counter() - started)
 
     def _error(self, response: Any, attempts: int) -> ModelAPIError:
         detail = _server_message(response)
