@@ -96,14 +96,54 @@ def test_cheaper_rung_good_enough_stops_the_climb(tmp_path):
     assert results.rung("few_shot").status == "done"
 
 
-def test_not_significantly_worse_cheaper_rung_wins(tmp_path):
-    task = make_task(tmp_path, target=0.5)
+def test_a_cheaper_rung_shown_within_the_margin_wins(tmp_path):
+    # The rungs differ on 2 of 100 examples: zero-shot is shown within 0.05 of few-shot.
+    task = make_task(tmp_path, target=0.5, n_eval=100, margin=0.05, adaptive=False)
     model = FakeModel(respond=oracle(0.9, 0.92))
     results = run_ladder(task, RunOptions(model=model, evidence=False, report=False, all_rungs=True, rungs=["zero_shot", "few_shot"], out_dir=tmp_path / "r"), log=lambda m: None)
     zero = results.rung("zero_shot")
-    assert zero.significantly_worse_than_best is False
-    assert results.decision.rung == "zero_shot"
-    assert "not measurably worse" in results.decision.sentence
+    assert zero.vs_best in ("equivalent", "non-inferior") and zero.significantly_worse_than_best is False
+    assert results.decision.rung == "zero_shot" and results.decision.confident is True
+    assert "is within 0.05 of the best" in results.decision.sentence
+
+
+def test_not_significantly_worse_is_not_enough(tmp_path):
+    # Zero-shot 0.80 against few-shot 0.90 on 40 examples: McNemar cannot call it worse (p > 0.05),
+    # so the old rule chose the cheaper zero-shot. Within a 0.03 margin it is not shown: few-shot
+    # is the choice, and the open question says how many examples would settle zero-shot.
+    task = make_task(tmp_path, target=0.5)
+    model = FakeModel(respond=oracle(0.8, 0.9))
+    results = run_ladder(task, RunOptions(model=model, evidence=False, report=False, all_rungs=True, rungs=["zero_shot", "few_shot"], out_dir=tmp_path / "r"), log=lambda m: None)
+    zero = results.rung("zero_shot")
+    assert zero.p_value_vs_best > 0.05 and zero.vs_best == "inconclusive"
+    d = results.decision
+    assert d.rung == "few_shot" and d.confident is True
+    assert d.examples_needed is not None and d.examples_needed > 40
+    assert d.open_question.startswith("Cannot tell Zero-shot prompt from Few-shot (k=2, fixed) at 40 examples")
+    assert f"about {d.examples_needed:,} eval examples would settle it" in d.open_question
+    assert d.open_question in d.reasons
+
+
+def test_inconclusive_verdict_names_the_conservative_choice(tmp_path):
+    # Two rungs 0.02 apart on 40 examples: neither is shown within 0.03 of the other.
+    task = make_task(tmp_path, target=0.5, n_train=30)
+    model = FakeModel(respond=oracle(0.7, 0.72))
+
+    def noisy(messages):  # zero-shot right on a different subset: many discordant pairs
+        answer = oracle(0.7, 0.72)(messages)
+        if not any(m["role"] == "assistant" for m in messages):
+            found = re.search(r"item (\d+) kind (\w+)", messages[-1]["content"])
+            index, gold = int(found.group(1)), found.group(2)
+            return gold if (index * 31 % 100) < 70 else LABELS[(LABELS.index(gold) + 1) % 3]
+        return answer
+
+    model = FakeModel(respond=noisy)
+    results = run_ladder(task, RunOptions(model=model, evidence=False, report=False, all_rungs=True, rungs=["zero_shot", "few_shot"], out_dir=tmp_path / "r"), log=lambda m: None)
+    d = results.decision
+    best = max(results.rungs, key=lambda r: r.score.value)
+    assert d.confident is False and d.rung == best.name
+    assert d.sentence.startswith("Inconclusive: Cannot tell")
+    assert "The conservative choice is" in d.sentence and "eval examples would settle it" in d.sentence
 
 
 class Interrupting(FakeModel):
@@ -310,10 +350,19 @@ def scored(name, title, value, *, worse=False, meets=True, monthly=0.0, upfront=
     from tunewise.ladder.results import RungResult, Score
 
     return RungResult(
-        name=name, title=title, score=Score(value=value, ci_low=value - 0.05, ci_high=value + 0.05, n=40),
-        p_value_vs_best=None if value == 0.95 else (0.001 if worse else 0.4), significantly_worse_than_best=worse,
+        name=name, title=title, score=Score(value=value, ci_low=value - 0.05, ci_high=value + 0.05, n=400),
         meets_target=meets, monthly_cost=monthly, upfront_cost=upfront, horizon_cost=horizon,
     )  # fmt: skip
+
+
+def verdict_for(rungs, margin=0.03):
+    """The decision core's verdict on rungs with 400 per-example scores matching their values."""
+    from tunewise.decision import Candidate, choose
+
+    def scores(value):  # the first round(400 x value) right: rungs agree as much as they can
+        return [1.0] * round(400 * value) + [0.0] * (400 - round(400 * value))
+
+    return choose([Candidate(r.name, r.title, scores(r.score.value), cost=r.horizon_cost or 0.0) for r in rungs], margin, target=0.8)
 
 
 @pytest.mark.parametrize(
@@ -330,12 +379,13 @@ def test_decide_writes_money_with_the_shared_format(tmp_path, monthly, upfront, 
     rungs = [
         scored("zero_shot", "Zero-shot", 0.40, worse=True, meets=False),
         scored("few_shot", "Few-shot", 0.95, monthly=monthly, upfront=upfront, horizon=horizon),
-        scored("lora", "LoRA", 0.93, horizon=dearer),
+        scored("lora", "LoRA", 0.94, horizon=dearer),
     ]
-    decision = decide(task, rungs, advice=None)
-    assert decision.rung == "few_shot"
+    decision = decide(task, rungs, None, verdict_for(rungs))
+    assert decision.rung == "few_shot" and decision.confident
     assert decision.sentence.endswith(ending)
-    assert any(r.startswith("LoRA is as good (0.930)") and r.endswith(reason) for r in decision.reasons)
+    assert any(r.startswith("LoRA is as good within the margin (0.940)") and r.endswith(reason) for r in decision.reasons)
+    assert any(r.startswith("Zero-shot scores 0.400, worse than Few-shot by more than the margin 0.03") for r in decision.reasons)
     assert decision.agreement is None and decision.agreement_kind is None
 
 
@@ -353,78 +403,7 @@ def test_decide_records_how_measurement_relates_to_the_rules(tmp_path, approach,
 
     task = make_task(tmp_path, target=0.8)
     rungs = [scored("zero_shot", "Zero-shot", 0.40, worse=True, meets=False), scored("few_shot", "Few-shot", 0.95)]
-    decision = decide(task, rungs, advice={"approach": approach, "rules": [{"id": "r1", "reason": "because"}]})
+    decision = decide(task, rungs, {"approach": approach, "rules": [{"id": "r1", "reason": "because"}]}, verdict_for(rungs))
     assert decision.agreement_kind == kind
     assert says in decision.agreement
     assert decision.advisor_rules == ["r1: because"]
-
-
-def test_run_table_formats_money_like_the_report():
-    import io
-
-    from rich.console import Console
-
-    from tunewise.commands.run import results_table
-    from tunewise.cost.money import fmt_money
-
-    results = load_results(Path(__file__).resolve().parent / "data" / "results_fixture.json")
-    console = Console(file=io.StringIO(), width=400, color_system=None)
-    console.print(results_table(results))
-    out = console.file.getvalue()
-    assert "$/1k req" in out and f"$/month @{results.calls_per_month:,}" in out
-    for r in results.rungs:
-        line = next(line for line in out.splitlines() if r.title in line)
-        cells = [fmt_money(r.cost_per_1k), fmt_money(r.monthly_cost), fmt_money(r.upfront_cost) if r.upfront_cost else "-"]
-        assert [c.strip() for c in line.split("│")[-4:-1]] == cells
-
-
-def test_sigterm_ends_a_command_like_ctrl_c(tmp_path):
-    """`kill` or a scheduler's time limit ends a command as Ctrl-C does: the cleanup message, exit 130,
-    instead of the process vanishing mid-write. Run in a child process so a missing handler fails
-    the test rather than killing pytest."""
-    import signal
-    import subprocess
-    import sys
-
-    code = (
-        "import os, signal, time, click\n"
-        "from tunewise import cli\n"
-        "@click.command('wait')\n"
-        "def wait():\n"
-        "    print('ready', flush=True)\n"
-        "    time.sleep(30)\n"
-        "cli.cli = click.Group(commands={'wait': wait})\n"
-        "cli.main(['wait'])\n"
-    )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert child.stdout.readline().strip() == "ready"
-    child.send_signal(signal.SIGTERM)
-    _, err = child.communicate(timeout=20)
-    assert child.returncode == 130
-    assert "rerun the same command to resume" in err
-
-
-def test_compare_any_two_rungs_from_the_saved_answers(tmp_path, monkeypatch):
-    from tunewise.eval.stats import compare
-
-    task = make_task(tmp_path, target=0.8)
-    options = RunOptions(model=FakeModel(respond=oracle(0.4, 0.95)), evidence=False, report=False, out_dir=tmp_path / "runs")
-    results = run_ladder(task, options, log=lambda m: None)
-    run_dir = tmp_path / "runs" / results.run_id
-    out = CliRunner().invoke(cli, ["compare", str(run_dir), "few_shot", "zero_shot", "--json"])
-    assert out.exit_code == 0, out.output
-    got = json.loads(out.output)
-    per_example = {
-        n: [json.loads(line)["score"] for line in (run_dir / "predictions" / f"{n}.jsonl").read_text().splitlines()]
-        for n in ("few_shot", "zero_shot")
-    }
-    expected = compare(per_example["few_shot"], per_example["zero_shot"], True, seed=task.data.seed)
-    assert got["metric"] == "accuracy" and got["examples"] == 40 and got["test"] == expected.method
-    assert got["difference"] == pytest.approx(expected.diff) and got["p_value"] == pytest.approx(expected.p_value)
-    assert got["rungs"]["few_shot"]["value"] == pytest.approx(results.rung("few_shot").score.value)
-
-    monkeypatch.setenv("TUNEWISE_RUNS", str(tmp_path / "runs"))  # a run id works too
-    text = CliRunner().invoke(cli, ["compare", results.run_id, "few_shot", "zero_shot", "--metric", "exact_match"])
-    assert text.exit_code == 0 and "exact_match" in text.output and "Few-shot (k=2, fixed) is measurably better" in text.output
-    missing = CliRunner().invoke(cli, ["compare", results.run_id, "few_shot", "rag"])
-    assert "rung 'rag' did not finish" in str(missing.exception) and "finished rungs: zero_shot, few_shot" in str(missing.exception)

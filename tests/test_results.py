@@ -17,7 +17,7 @@ def test_results_without_agreement_kind_still_load(tmp_path):
     """A results.json from before `Decision.agreement_kind` existed: same version, no such key."""
     raw = json.loads(FIXTURE.read_text(encoding="utf-8"))
     raw["decision"].pop("agreement_kind", None)
-    assert raw["schema_version"] == SCHEMA_VERSION
+    assert raw["schema_version"] == 1  # the fixture is a schema-1 run: old runs still render
     path = tmp_path / "results.json"
     path.write_text(json.dumps(raw), encoding="utf-8")
     results = load_results(tmp_path)
@@ -42,4 +42,21 @@ def test_unknown_agreement_kind_is_rejected_naming_the_field(tmp_path):
     raw["decision"]["agreement_kind"] = "partly"
     (tmp_path / "results.json").write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(TunewiseError, match=r"decision\.agreement_kind"):
+        load_results(tmp_path)
+
+
+def test_schema_1_results_load_without_the_margin_verdict(tmp_path):
+    raw = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    (tmp_path / "results.json").write_text(json.dumps(raw), encoding="utf-8")
+    results = load_results(tmp_path)
+    assert results.schema_version == 1 and SCHEMA_VERSION == 2
+    assert results.decision.confident is None and results.decision.margin is None
+    assert all(r.vs_best is None for r in results.rungs)
+
+
+def test_an_unknown_schema_version_is_refused_naming_both(tmp_path):
+    raw = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    raw["schema_version"] = 99
+    (tmp_path / "results.json").write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(TunewiseError, match=r"version 99, this tunewise reads 1, 2"):
         load_results(tmp_path)

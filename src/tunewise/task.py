@@ -140,6 +140,9 @@ class TrainSpec(Strict):
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="carved from train for early stopping")
     early_stopping_patience: int = Field(1, ge=0, description="evaluations without improvement before stopping")
     eval_every_steps: int | None = Field(None, ge=1, description="validate every N steps instead of every epoch")
+    checkpoint_every_minutes: float | None = Field(
+        10, gt=0, description="also checkpoint when this long has passed since the last save, so a kill loses at most this much; null: at epoch ends (or eval steps) only"
+    )
     learning_curve: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0], description="train-split shares")
     bf16: Literal["auto", "on", "off"] = "auto"
 
@@ -154,7 +157,18 @@ class LadderSpec(Strict):
     max_new_tokens: int = Field(64, ge=1, le=4096)
     batch_size: int = Field(16, ge=1)
     eval_limit: int | None = Field(None, ge=1, description="score only the first N eval examples")
-    alpha: float = Field(0.05, gt=0, lt=1, description="significance level for 'measurably worse'")
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="error rate of the whole decision: the chance of confidently choosing a rung worse than the best by more than the margin"
+    )
+    margin: float = Field(
+        0.03, gt=0, description="smallest difference that matters, on the metric's scale (0.03 = 3 points of a 0-1 metric)"
+    )
+    relative_margin: float | None = Field(
+        None, gt=0, lt=1, description="margin as a share of the best score instead (0.05 = 5% of it); overrides `margin`"
+    )
+    adaptive: bool = Field(
+        True, description="score eval in four looks and stop once the verdict cannot change (`tunewise run --full` scores all)"
+    )
 
 
 class Task(Strict):

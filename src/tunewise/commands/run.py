@@ -9,8 +9,40 @@ from rich.table import Table
 
 from tunewise.cost.money import currency_symbol, fmt_money
 from tunewise.eval.stats import fmt_p
-from tunewise.ladder.results import Results
+from tunewise.ladder.results import Results, RungResult
 from tunewise.ui import console, print_json
+
+
+def vs_best_cell(r: RungResult) -> str:
+    """The rung against the best within the margin (schema 2), or the p-value (schema 1 runs).
+
+    >>> vs_best_cell(RungResult(name="a", title="A", vs_best="worse", diff_vs_best=-0.1651, diff_vs_best_low=-0.2, diff_vs_best_high=-0.1))
+    'worse -0.165'
+    """
+    if r.vs_best == "best" or (r.vs_best is None and r.p_value_vs_best is None):
+        return "best"
+    if r.vs_best is None:
+        return f"{'worse' if r.significantly_worse_than_best else 'n.s.'} {fmt_p(r.p_value_vs_best)}"
+    cell = f"{r.vs_best} {r.diff_vs_best:+.3f}"
+    if r.vs_best == "inconclusive":
+        cell += f"\n[{r.diff_vs_best_low:+.3f}, {r.diff_vs_best_high:+.3f}]"
+    return cell
+
+
+def how_sure(results: Results) -> str | None:
+    """One line on the error control behind the verdict (schema 2)."""
+    d = results.decision
+    if d is None or d.margin is None or d.level is None or d.alpha is None:
+        return None
+    line = (
+        f"margin {d.margin:.3g}; every comparison at one-sided level {d.level:.2g}, so the chance of confidently "
+        "choosing a rung worse than the best by more than the margin is at most "
+        f"{d.alpha:g}"
+    )
+    if len(d.looks) > 1 or (d.looks and d.looks[-1].examples < results.eval_examples):
+        steps = ", ".join(f"{lk.examples}" + (" (settled)" if lk.settled else "") + (f" dropped {'/'.join(lk.dropped)}" if lk.dropped else "") for lk in d.looks)
+        line += f"; adaptive looks at {steps} examples"
+    return line
 
 
 def results_table(results: Results) -> Table:
@@ -37,10 +69,9 @@ def results_table(results: Results) -> Table:
         score = f"{s.value:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]"
         if r.retrieval_recall is not None:
             score += f"\nrecall@k {r.retrieval_recall:.2f}"
-        if r.p_value_vs_best is None:
-            vs = "best"
-        else:
-            vs = f"{'worse' if r.significantly_worse_than_best else 'n.s.'} {fmt_p(r.p_value_vs_best)}"
+        if r.scored_examples is not None and r.scored_examples < results.eval_examples:
+            score += f"\nscored {r.scored_examples}/{results.eval_examples}"
+        vs = vs_best_cell(r)
         target = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[r.meets_target]
         table.add_row(
             ("[bold]> " if r.name == chosen else "") + r.title,
@@ -95,6 +126,9 @@ def print_results(results: Results, run_dir: Path | None = None) -> None:
         console.print(f"\n[bold]Decision:[/bold] {d.sentence}")
         for reason in d.reasons:
             console.print(f"  - {reason}")
+        sure = how_sure(results)
+        if sure:
+            console.print(f"  [dim]How sure: {sure}.[/dim]")
         if d.agreement:
             console.print(f"[bold]Framework:[/bold] {d.agreement}")
     if run_dir is not None:
@@ -111,9 +145,10 @@ def print_results(results: Results, run_dir: Path | None = None) -> None:
 @click.option("--limit", type=int, help="Score only the first N eval examples (quick look).")
 @click.option("--fresh", is_flag=True, help="Start a new run instead of resuming the last one with this config.")
 @click.option("--no-evidence", is_flag=True, help="Skip the learning curve and forgetting check.")
+@click.option("--full", is_flag=True, help="Score every eval example with every rung (no adaptive stopping).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for run folders (default ./runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
-def command(task_file, all_rungs, rungs, limit, fresh, no_evidence, out, as_json):
+def command(task_file, all_rungs, rungs, limit, fresh, no_evidence, full, out, as_json):
     """Climb the customisation ladder on TASK_FILE's held-out data and decide.
 
     Rungs run cheapest first; climbing stops when a rung meets the target and no further rung
@@ -129,6 +164,7 @@ def command(task_file, all_rungs, rungs, limit, fresh, no_evidence, out, as_json
         fresh=fresh,
         eval_limit=limit,
         evidence=not no_evidence,
+        full=full,
         out_dir=out,
     )
     log = (lambda m: None) if as_json else (lambda m: console.print(f"[dim]{m}[/dim]"))

@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from tunewise.errors import TunewiseError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 2: margin-based verdicts (vs_best, Decision.confident, examples_needed)
 
 
 class Score(BaseModel):
@@ -63,7 +64,16 @@ class RungResult(BaseModel):
     p_value_vs_best: float | None = None
     p_value_vs_previous: float | None = None
     p_value_vs_zero_shot: float | None = None  # paired test against the plain prompt, the baseline
-    significantly_worse_than_best: bool | None = None
+    significantly_worse_than_best: bool | None = None  # schema 1; schema 2 reads vs_best
+    # Against the best, within the task's margin (docs/decision.md): best, better, equivalent,
+    # non-inferior, worse (by more than the margin) or inconclusive.
+    vs_best: str | None = None
+    diff_vs_best: float | None = None  # this rung minus the best, oriented: negative is worse
+    diff_vs_best_low: float | None = None  # its confidence bounds at the decision's level
+    diff_vs_best_high: float | None = None
+    scored_examples: int | None = None  # eval examples scored; fewer than all when adaptive evaluation stopped early
+    stopped: str | None = None  # why adaptive evaluation stopped scoring it early
+    generation_s: float | None = None  # wall time spent generating its eval answers (this session)
     meets_target: bool | None = None
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
@@ -124,6 +134,15 @@ class Disagreement(BaseModel):
     scores: dict[str, float]  # rung -> per-example score
 
 
+class Look(BaseModel):
+    """One look of adaptive evaluation (docs/decision.md)."""
+
+    examples: int  # eval examples each remaining rung had scored
+    level: float  # one-sided level spent at this look, per comparison
+    dropped: list[str] = Field(default_factory=list)  # shown worse than a rival by more than the margin
+    settled: bool = False  # the verdict could no longer change: scoring stopped here
+
+
 class Decision(BaseModel):
     rung: str | None  # None when nothing meets the target
     sentence: str  # the verdict in one sentence
@@ -134,6 +153,14 @@ class Decision(BaseModel):
     # What `agreement` says, for code: "unmeasured" when the advised approach has no rung.
     # None in results.json written before this field existed (the report then reads the sentence).
     agreement_kind: Literal["agree", "disagree", "unmeasured"] | None = None
+    # Schema 2: the margin-based verdict. None in older results.json.
+    confident: bool | None = None  # the rung is shown within the margin of the best (error rate controlled)
+    margin: float | None = None  # smallest difference that matters, on the metric's scale
+    alpha: float | None = None  # bound on the chance of confidently choosing a rung worse by more than the margin
+    level: float | None = None  # one-sided level of each comparison after multiplicity control
+    open_question: str | None = None  # what the data cannot tell, in words
+    examples_needed: int | None = None  # eval examples that would settle it (80% power)
+    looks: list[Look] = Field(default_factory=list)  # adaptive evaluation: what each look saw
 
 
 class Results(BaseModel):
@@ -144,6 +171,7 @@ class Results(BaseModel):
     model: str
     metric: str
     target: float | None = None
+    higher_is_better: bool = True  # the metric's direction
     eval_examples: int
     train_examples: int
     calls_per_month: int
@@ -204,9 +232,9 @@ def load_results(path: Path) -> Results:
     except json.JSONDecodeError as err:
         raise TunewiseError(f"{path} is not valid JSON ({err}); rerun the task to rewrite it") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise TunewiseError(
-            f"{path}: results schema version {version!r}, this tunewise reads {SCHEMA_VERSION}; "
+            f"{path}: results schema version {version!r}, this tunewise reads {', '.join(map(str, READABLE_VERSIONS))}; "
             "upgrade tunewise or rerun the task"
         )
     try:

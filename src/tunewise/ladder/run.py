@@ -28,6 +28,7 @@ from tunewise.ladder.results import (
     BreakEven,
     Decision,
     Disagreement,
+    Look,
     Results,
     RungResult,
     TrainingSummary,
@@ -43,15 +44,10 @@ from tunewise.task import Task, task_to_yaml
 
 PROGRESS_FACTORY = Callable[[str, int], Any]  # (description, total) -> context manager yielding advance(n)
 
-# Which rung carries out each approach of the advisor's framework.
-APPROACH_TO_RUNG = {
-    "prompting": "zero_shot",
-    "few_shot": "few_shot",
-    "rag": "rag",
-    "lora": "lora",
-    "full_sft": "lora",
-    "finetune_rag": "lora_rag",
-}
+LOOKS = (0.25, 0.5, 0.75, 1.0)
+"""Adaptive evaluation looks at these shares of the eval set (docs/decision.md)."""
+MIN_ADAPTIVE_EXAMPLES = 100
+"""Below this many eval examples every rung scores them all: a look at a quarter would say little."""
 
 
 @dataclass
@@ -61,6 +57,7 @@ class RunOptions:
     fresh: bool = False  # new run folder even if this config ran before
     eval_limit: int | None = None
     evidence: bool = True  # learning curve and forgetting check after a fine-tuned rung
+    full: bool = False  # score every eval example with every rung (no adaptive stopping)
     report: bool = True
     out_dir: Path | None = None
     # Injected for tests (a fake or tiny model, a fake embedder); None loads the task's.
@@ -108,8 +105,12 @@ def config_hash(task: Task, options: RunOptions) -> str:
     # today's behaviour does not orphan the runs made before it existed.
     cfg = task.model_dump(mode="json", exclude={"business", "target", "description"}, exclude_defaults=True)
     cfg.setdefault("ladder", {}).pop("rungs", None)
-    cfg["ladder"].pop("alpha", None)
+    for decision_only in ("alpha", "margin", "relative_margin", "adaptive"):
+        cfg["ladder"].pop(decision_only, None)
     cfg.pop("extra_metrics", None)  # scored from the saved predictions
+    cfg.get("train", {}).pop("checkpoint_every_minutes", None)  # when to save, not what is learnt
+    if cfg.get("train") == {}:
+        del cfg["train"]  # as if left at its defaults
     for key in ("train", "eval", "file"):
         cfg.setdefault("data", {}).pop(key, None)
     cfg.pop("corpus", None)
@@ -122,17 +123,89 @@ def config_hash(task: Task, options: RunOptions) -> str:
     return h.hexdigest()[:10]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (crash mid-write) is dropped."""
+class DamagedRunError(TunewiseError):
+    """A file of a run folder is missing or damaged; the message names it, relative to the folder."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# What a saved answer must hold, checked on every line read back, so a hand-edited or half-written
+# row is found here rather than as a KeyError or a length mismatch three functions later.
+ANSWER_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "index": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "prediction": lambda v: isinstance(v, str),
+    "prompt_tokens": _is_number,
+    "output_tokens": _is_number,
+    "latency_s": _is_number,
+    "retrieved_ids": lambda v: v is None or isinstance(v, list),
+}
+SCORED_FIELDS = {**ANSWER_FIELDS, "score": _is_number}  # predictions/<rung>.jsonl adds input, gold, score
+
+
+def _read_jsonl(path: Path, fields: dict[str, Callable[[Any], bool]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The sound rows of a JSONL file and the numbers (from 1) of its damaged lines.
+
+    A line is damaged when it is not a JSON object holding every field with a valid value: a torn
+    last line from a crash mid-write, or garbage. The lines after a damaged one are still read.
+    """
     if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+        return [], []
+    rows, damaged = [], []
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not raw.strip():
+            continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            damaged.append(number)
+            continue
+        if isinstance(row, dict) and all(k in row and ok(row[k]) for k, ok in fields.items()):
+            rows.append(row)
+        else:
+            damaged.append(number)
+    return rows, damaged
+
+
+def _lines(numbers: list[int]) -> str:
+    """>>> _lines([57]), _lines([3, 9])
+    ('line 57 is damaged', 'lines 3, 9 are damaged')"""
+    shown = ", ".join(map(str, numbers[:5])) + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
+    return f"line {shown} is damaged" if len(numbers) == 1 else f"lines {shown} are damaged"
+
+
+def answered(result: RungResult, evals: list[Example]) -> int:
+    """How many eval examples a finished rung answered: all, unless its evaluation stopped early."""
+    return getattr(result, "scored_examples", None) or len(evals)
+
+
+def read_predictions(run_dir: Path, relative: str, expected: int) -> list[dict[str, Any]]:
+    """A finished rung's saved answers, one per eval example in order, or DamagedRunError naming
+    what is wrong, e.g. "predictions/lora.jsonl: line 57 is damaged"."""
+    path = (run_dir / relative).resolve()
+    if not path.is_relative_to(run_dir.resolve()):
+        raise DamagedRunError(f"the predictions file {relative!r} lies outside the run folder")
+    if not path.is_file():
+        raise DamagedRunError(f"{relative} is missing")
+    rows, damaged = _read_jsonl(path, SCORED_FIELDS)
+    if damaged:
+        raise DamagedRunError(f"{relative}: {_lines(damaged)}")
+    misplaced = [n + 1 for n, row in enumerate(rows) if row["index"] != n]
+    if misplaced:  # a line deleted or moved: later answers would pair with the wrong examples
+        raise DamagedRunError(f"{relative}: {_lines(misplaced[:1])} (answer out of place)")
+    if len(rows) != expected:
+        raise DamagedRunError(f"{relative} holds {len(rows)} answers for {expected} eval examples")
     return rows
+
+
+def _ends_with_newline(path: Path) -> bool:
+    """True for a missing or empty file too: only a last line without its newline needs mending."""
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -152,31 +225,43 @@ def predict_resumable(
     block_size: int,
     advance: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Generate for every example, saving each finished block so an interrupted run continues."""
+    """Generate for every example, saving each finished block so an interrupted run continues.
+
+    The sound rows of an earlier session are kept, damaged ones (a torn last line, garbage) are
+    generated again: a damaged line costs one answer, not every answer after it.
+    """
     folder = run_dir / "predictions"
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f"{name}.partial.jsonl"
-    rows = _read_jsonl(partial)[: len(examples)]
-    if rows and advance:
-        advance(len(rows))
-    for start in range(len(rows), len(examples), block_size):
-        block = examples[start : start + block_size]
-        requests = [prepared.build(ex.messages) for ex in block]
+    rows, damaged = _read_jsonl(partial, ANSWER_FIELDS)
+    kept: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        if row["index"] < len(examples):
+            kept.setdefault(row["index"], row)
+    if damaged or len(kept) < len(rows) or not _ends_with_newline(partial):
+        # Rewrite the sound rows first, so the next append never lands on the end of a torn line.
+        atomic_write_text(partial, "".join(json.dumps(kept[i], ensure_ascii=False) + "\n" for i in sorted(kept)))
+    if kept and advance:
+        advance(len(kept))
+    missing = [i for i in range(len(examples)) if i not in kept]
+    for start in range(0, len(missing), block_size):
+        indices = missing[start : start + block_size]
+        requests = [prepared.build(examples[i].messages) for i in indices]
         generations = prepared.model.generate([r.messages for r in requests], max_new_tokens, advance)
         new = [
             {
-                "index": start + i,
+                "index": i,
                 "prediction": g.text,
                 "prompt_tokens": g.prompt_tokens,
                 "output_tokens": g.output_tokens,
                 "latency_s": g.latency_s,
                 "retrieved_ids": r.retrieved_ids,
             }
-            for i, (r, g) in enumerate(zip(requests, generations))
+            for i, r, g in zip(indices, requests, generations)
         ]
         _append_jsonl(partial, new)
-        rows += new
-    return rows
+        kept.update((row["index"], row) for row in new)
+    return [kept[i] for i in range(len(examples))]
 
 
 def single_request_latencies(prepared: Prepared, examples: list[Example], max_new_tokens: int, n: int = 8) -> list[float]:
@@ -337,32 +422,46 @@ def _advice(task: Task, n_train: int) -> dict[str, Any] | None:
     return advise(situation_from_task(task, n_examples=n_train)).to_dict()
 
 
-def run_rung(state: RunState, name: str, progress: PROGRESS_FACTORY) -> RungResult:
+def run_rung(
+    state: RunState, name: str, progress: PROGRESS_FACTORY, size: int | None = None, previous: RungResult | None = None
+) -> RungResult:
+    """Score a rung on the first `size` eval examples (all by default), resuming its saved answers.
+
+    `previous` is the same rung's result at an earlier, smaller look: its latency is kept rather
+    than timed again.
+    """
     task, ctx = state.task, state.ctx
     rung = get_rung(name)
     title = rung_title(name, task)
     if rung.needs_corpus and not state.has_corpus:
         return RungResult(name=name, title=title, status="skipped", note="no knowledge corpus: set `corpus:` in the task file")
-    prepared = rung.prepare(ctx)
+    examples = ctx.eval[: size or len(ctx.eval)]
+    prepared = state.prepared.get(name) or rung.prepare(ctx)
     state.prepared[name] = prepared
-    with progress(f"{title}", len(ctx.eval)) as advance:
+    started = time.perf_counter()
+    with progress(f"{title}", len(examples)) as advance:
         rows = predict_resumable(
-            name, prepared, ctx.eval, state.run_dir, task.ladder.max_new_tokens, 4 * task.ladder.batch_size, advance
+            name, prepared, examples, state.run_dir, task.ladder.max_new_tokens, 4 * task.ladder.batch_size, advance
         )
+    generation_s = time.perf_counter() - started + ((previous.generation_s or 0.0) if previous else 0.0)
     predictions = [r["prediction"] for r in rows]
-    score, per_example = score_predictions(state.metric, predictions, ctx.eval, seed=task.data.seed)
+    score, per_example = score_predictions(state.metric, predictions, examples, seed=task.data.seed)
     state.per_example[name], state.predictions[name] = per_example, predictions
 
-    latencies = single_request_latencies(prepared, ctx.eval, task.ladder.max_new_tokens)
+    if previous is not None and previous.latency_p50_s is not None:
+        p50, p95 = previous.latency_p50_s, previous.latency_p95_s
+    else:
+        latencies = single_request_latencies(prepared, examples, task.ladder.max_new_tokens)
+        p50, p95 = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95))
     prompt_tokens = float(np.mean([r["prompt_tokens"] for r in rows]))
     output_tokens = float(np.mean([r["output_tokens"] for r in rows]))
     costs = rung_costs(task, prompt_tokens, output_tokens, prepared.finetuned, prepared.upfront_cost)
 
     recall = None
-    if any(ex.source_id for ex in ctx.eval) and any(r["retrieved_ids"] for r in rows):
+    if any(ex.source_id for ex in examples) and any(r["retrieved_ids"] for r in rows):
         from tunewise.retrieval.index import recall_at_k
 
-        recall = recall_at_k([r["retrieved_ids"] for r in rows], [ex.source_id for ex in ctx.eval])
+        recall = recall_at_k([r["retrieved_ids"] for r in rows], [ex.source_id for ex in examples])
 
     final = state.run_dir / "predictions" / f"{name}.jsonl"
     atomic_write_text(
@@ -372,7 +471,7 @@ def run_rung(state: RunState, name: str, progress: PROGRESS_FACTORY) -> RungResu
                 {**row, "input": ex.input_text, "gold": ex.answer, "score": s}, ensure_ascii=False
             )
             + "\n"
-            for row, ex, s in zip(rows, ctx.eval, per_example)
+            for row, ex, s in zip(rows, examples, per_example)
         ),
     )
     training = prepared.details.get("training")
@@ -383,13 +482,15 @@ def run_rung(state: RunState, name: str, progress: PROGRESS_FACTORY) -> RungResu
         title=title,
         finetuned=prepared.finetuned,
         score=score,
-        latency_p50_s=float(np.percentile(latencies, 50)),
-        latency_p95_s=float(np.percentile(latencies, 95)),
+        latency_p50_s=p50,
+        latency_p95_s=p95,
         prompt_tokens=prompt_tokens,
         output_tokens=output_tokens,
         retrieval_recall=recall,
         predictions_file=str(final.relative_to(state.run_dir)),
         training=training,
+        scored_examples=len(examples),
+        generation_s=generation_s,
         **costs,
     )
 
@@ -426,7 +527,12 @@ def score_extra_metrics(state: RunState, results: list[RungResult], metrics: lis
         r.extra_scores = {}
     for metric in metrics:
         try:
-            scores = {r.name: score_predictions(metric, state.predictions[r.name], state.ctx.eval, seed=state.task.data.seed)[0] for r in done}
+            scores = {
+                r.name: score_predictions(
+                    metric, state.predictions[r.name], state.ctx.eval[: len(state.predictions[r.name])], seed=state.task.data.seed
+                )[0]
+                for r in done
+            }
         except TunewiseError as err:
             log(f"extra metric {metric.name} left out: {err}")
             continue
@@ -434,117 +540,112 @@ def score_extra_metrics(state: RunState, results: list[RungResult], metrics: lis
             r.extra_scores[metric.name] = scores[r.name]
 
 
-def compare_rungs(state: RunState, results: list[RungResult], alpha: float) -> None:
-    """p-values against the best rung and the previous rung, on the same examples."""
+def compare_rungs(state: RunState, results: list[RungResult]) -> None:
+    """Paired p-values against the best rung, the previous rung and the plain prompt, on the
+    examples both scored. Reported beside the verdict; the verdict itself is `rung_verdict`'s."""
     from tunewise.eval.stats import compare, compare_predictions
 
-    done = [r for r in results if r.status == "done" and r.score is not None]
+    done = [r for r in results if r.status == "done" and r.score is not None and r.name in state.per_example]
     if not done:
         return
-    best = max(done, key=lambda r: r.score.value)
+    sign = 1.0 if state.metric.higher_is_better else -1.0
+    best = max(done, key=lambda r: sign * r.score.value)
     binary = bool(getattr(state.metric, "binary", False))
     corpus_level = state.metric.corpus is not None
 
     def p_value(a: str, b: str) -> float:
+        n = min(len(state.per_example[a]), len(state.per_example[b]))
         if corpus_level:  # e.g. macro-F1: recompute the metric on every resample, not per-example means
-            return compare_predictions(state.metric, state.predictions[a], state.predictions[b], state.ctx.eval, seed=state.ctx.seed).p_value
-        return compare(state.per_example[a], state.per_example[b], binary, seed=state.ctx.seed).p_value
+            return compare_predictions(
+                state.metric, state.predictions[a][:n], state.predictions[b][:n], state.ctx.eval[:n], seed=state.ctx.seed
+            ).p_value
+        return compare(state.per_example[a][:n], state.per_example[b][:n], binary, seed=state.ctx.seed).p_value
 
     previous: RungResult | None = None
     for r in done:
-        if r is best:
-            r.p_value_vs_best, r.significantly_worse_than_best = None, False
-        else:
-            r.p_value_vs_best = p_value(r.name, best.name)
-            r.significantly_worse_than_best = r.p_value_vs_best < alpha and r.score.value < best.score.value
+        r.p_value_vs_best = None if r is best else p_value(r.name, best.name)
         if previous is not None:
             r.p_value_vs_previous = p_value(r.name, previous.name)
         if r.name != "zero_shot" and "zero_shot" in state.per_example:
             r.p_value_vs_zero_shot = p_value(r.name, "zero_shot")
-        if state.task.target is not None:
-            r.meets_target = r.score.value >= state.task.target
         previous = r
 
 
-def decide(task: Task, results: list[RungResult], advice: dict[str, Any] | None) -> Decision:
-    done = [r for r in results if r.status == "done" and r.score is not None]
-    if not done:
-        return Decision(rung=None, sentence="No rung finished, so there is nothing to decide.", reasons=[])
-    best = max(done, key=lambda r: r.score.value)
-    not_worse = [r for r in done if not r.significantly_worse_than_best]
-    good = [r for r in not_worse if r.meets_target is not False]
-    cheapest = lambda rs: min(rs, key=lambda r: (r.horizon_cost or 0.0, -r.score.value))  # noqa: E731
-    b = task.business
-    reasons = []
-    metric = task.metric
-    if good:
-        choice = cheapest(good)
-        sentence = (
-            f"Use {choice.title}: {metric} {choice.score.value:.3f} "
-            f"[{choice.score.ci_low:.3f}, {choice.score.ci_high:.3f}]"
-        )
-        if choice is best:
-            sentence += " is the best measured"
-        else:
-            sentence += f" is not measurably worse than the best ({best.title}, {best.score.value:.3f}, {fmt_p(choice.p_value_vs_best)})"
-        sentence += f", and it is the cheapest such option at {b.calls_per_month:,} calls/month ({fmt_money(choice.monthly_cost or 0)}/month"
-        sentence += f" + {fmt_money(choice.upfront_cost)} one-off)." if choice.upfront_cost else ")."
-        if task.target is not None:
-            reasons.append(f"{choice.title} meets the target {task.target} ({choice.score.value:.3f}).")
-    else:
-        choice = cheapest(not_worse)
-        sentence = (
-            f"No rung reaches the target {task.target}: the best is {best.title} at {best.score.value:.3f} "
-            f"[{best.score.ci_low:.3f}, {best.score.ci_high:.3f}]; "
-            f"{'it' if choice is best else choice.title + ', not measurably worse and cheaper,'} is the closest option. "
-            "Collect more data, try a stronger model, or revisit the target."
-        )
-    for r in done:
-        if r is choice:
-            continue
-        if r.significantly_worse_than_best:
-            reasons.append(f"{r.title} scores {r.score.value:.3f}, measurably worse than {best.title} ({fmt_p(r.p_value_vs_best)}).")
-        elif r.meets_target is False:
-            reasons.append(f"{r.title} scores {r.score.value:.3f}, below the target {task.target}.")
-        elif (r.horizon_cost or 0) > (choice.horizon_cost or 0):
-            reasons.append(
-                f"{r.title} is as good ({r.score.value:.3f}) but costs more: {fmt_money(r.horizon_cost or 0)} "
-                f"vs {fmt_money(choice.horizon_cost or 0)} over {b.horizon_months} months."
-            )
-    for r in results:
-        if r.status != "done":
-            reasons.append(f"{r.title} was {r.status}: {r.note}")
+def look_sizes(n: int, adaptive: bool) -> list[int]:
+    """Eval examples scored by each look: all at once, or growing quarters.
 
-    approach, rules, agreement, kind = None, [], None, None
-    if advice:
-        approach = advice.get("approach")
-        rules = [f"{f['id']}: {f['reason']}" for f in advice.get("rules", [])]
-        advised_rung = APPROACH_TO_RUNG.get(approach or "")
-        if advised_rung is None:
-            kind = "unmeasured"
-            agreement = f"The framework recommends {approach}, which the ladder does not measure directly."
-        elif advised_rung == choice.name or (advised_rung == "rag" and choice.name == "few_shot_rag"):
-            kind = "agree"
-            agreement = f"Measurement and the framework agree: {choice.title}."
-        else:
-            kind = "disagree"
-            measured = next((r for r in done if r.name == advised_rung), None)
-            what = (
-                f"it scored {measured.score.value:.3f} here" if measured else "it was not measured in this run"
-            )
-            agreement = (
-                f"Measurement and the framework disagree: the rules suggest {approach} ({what}); "
-                f"the evidence on your data favours {choice.title}."
-            )
-    return Decision(
-        rung=choice.name,
-        sentence=sentence,
-        reasons=reasons,
-        advisor_approach=approach,
-        advisor_rules=rules,
-        agreement=agreement,
-        agreement_kind=kind,
+    >>> look_sizes(300, True), look_sizes(300, False), look_sizes(30, True)
+    ([75, 150, 225, 300], [300], [30])
+    """
+    if not adaptive or n < MIN_ADAPTIVE_EXAMPLES:
+        return [n]
+    return sorted({max(1, -(-n * int(t * 100) // 100)) for t in LOOKS})
+
+
+def _metric_value(state: RunState, name: str, n: int) -> float:
+    statistic = state.metric.corpus_statistic(state.predictions[name][:n], state.ctx.eval[:n])
+    if statistic is None:
+        return float(np.mean(state.per_example[name][:n]))
+    return float(statistic(np.arange(n)))
+
+
+def margin_for(task: Task, best_value: float) -> float:
+    """The margin on the metric's scale: `relative_margin` x the best score when set (the absolute
+    margin when the best score is 0), else `margin`."""
+    rel = task.ladder.relative_margin
+    if rel is not None and abs(best_value) > 0:
+        return rel * abs(best_value)
+    return task.ladder.margin
+
+
+def rung_verdict(state: RunState, rungs: list[RungResult], size: int | None = None, level: float | None = None) -> Any:
+    """The decision core's verdict on these rungs' first `size` answers (docs/decision.md)."""
+    from tunewise.decision import Candidate, choose
+    from tunewise.eval.stats import bootstrap_replicates
+
+    task, metric = state.task, state.metric
+    sizes = {r.name: min(size or len(state.per_example[r.name]), len(state.per_example[r.name])) for r in rungs}
+    values = {r.name: _metric_value(state, r.name, sizes[r.name]) for r in rungs}
+    candidates = [
+        Candidate(r.name, r.title, state.per_example[r.name][: sizes[r.name]], cost=r.horizon_cost or 0.0, value=values[r.name])
+        for r in rungs
+    ]
+    sign = 1.0 if metric.higher_is_better else -1.0
+    margin = margin_for(task, max(values.values(), key=lambda v: sign * v))
+
+    replicates = None
+    if metric.corpus is not None:
+
+        def replicates(a: str, b: str, n: int) -> np.ndarray:
+            stat_a = metric.corpus_statistic(state.predictions[a][:n], state.ctx.eval[:n])
+            stat_b = metric.corpus_statistic(state.predictions[b][:n], state.ctx.eval[:n])
+            return bootstrap_replicates(np.zeros(n), 2000, state.ctx.seed, lambda idx: stat_a(idx) - stat_b(idx))
+
+    return choose(
+        candidates, margin, task.ladder.alpha, task.target, metric.higher_is_better, level=level, replicates=replicates
     )
+
+
+def apply_verdict(results: list[RungResult], verdict: Any) -> None:
+    """Each rung's standing against the best, from the verdict, onto its result."""
+    for r in results:
+        if r.name == verdict.best:
+            r.vs_best, r.diff_vs_best, r.diff_vs_best_low, r.diff_vs_best_high = "best", None, None, None
+            r.significantly_worse_than_best = False
+        elif r.name in verdict.vs_best:
+            pc = verdict.vs_best[r.name]
+            r.vs_best, r.diff_vs_best, r.diff_vs_best_low, r.diff_vs_best_high = verdict.status[r.name], pc.diff, pc.lower, pc.upper
+            r.significantly_worse_than_best = r.vs_best == "worse"
+
+
+def decide(task: Task, results: list[RungResult], advice: dict[str, Any] | None, verdict: Any) -> Decision:
+    from tunewise.decision.explain import Context, explain
+
+    ctx = Context(task.metric, task.target, task.business.calls_per_month, task.business.horizon_months, 0)
+    decision = explain(verdict, results, ctx, advice)
+    if verdict is not None:
+        decision.alpha = task.ladder.alpha
+    return decision
 
 
 def break_evens(task: Task, results: list[RungResult]) -> list[BreakEven]:
@@ -567,7 +668,8 @@ def disagreements(state: RunState, results: list[RungResult], limit: int = 50) -
     if len(names) < 2:
         return []
     out = []
-    for i, ex in enumerate(state.ctx.eval):
+    common = min(len(state.per_example[n]) for n in names)
+    for i, ex in enumerate(state.ctx.eval[:common]):
         scores = {n: state.per_example[n][i] for n in names}
         if max(scores.values()) - min(scores.values()) > 1e-9:
             out.append(
@@ -648,6 +750,7 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
         model=task.model if options.model is None else options.model.name,
         metric=task.metric,
         target=task.target,
+        higher_is_better=metric.higher_is_better,
         eval_examples=len(evals),
         train_examples=len(train),
         calls_per_month=task.business.calls_per_month,
@@ -656,45 +759,17 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
         advice=_advice(task, len(train)),
     )
     rung_dir = run_dir / "rungs"
+    _note_damaged_results(run_dir, log)
     status = "interrupted"
     try:
-        done: dict[str, RungResult] = {}
-        for i, name in enumerate(names):
-            cached = rung_dir / f"{name}.json"
-            good = [r for r in done.values() if r.status == "done" and r.meets_target]
-            if good and not options.all_rungs:
-                best_cost = min(r.horizon_cost or 0 for r in good)
-                estimates = {n: estimated_horizon_cost(n, state, done) for n in names[i:]}
-                if min(estimates.values()) >= best_cost:
-                    for n in names[i:]:
-                        done[n] = RungResult(
-                            name=n,
-                            title=rung_title(n, task),
-                            status="skipped",
-                            note=f"a cheaper rung already meets the target; this one would cost at least "
-                            f"{fmt_money(estimates[n])} over {task.business.horizon_months} months "
-                            "(use --all to measure it anyway)",
-                        )
-                    break
-            if cached.exists():
-                result = RungResult.model_validate_json(cached.read_text())
-                if result.status == "done":
-                    _restore(state, name, result)
-                log(f"{result.title}: finished earlier, read from {cached.relative_to(run_dir)}")
-            else:
-                result = run_rung(state, name, progress)
-                atomic_write_text(cached, result.model_dump_json(indent=2))
-            done[name] = result
-            store.record_rung(run_id, name, result.status, result.score.value if result.score else None)
-            if task.target is not None and result.score is not None:
-                result.meets_target = result.score.value >= task.target
-            results.rungs = list(done.values())
-            save_results(results, run_dir)
+        done, verdict, looks = _climb(state, names, options, progress, log, store, results)
         results.rungs = list(done.values())
-
-        compare_rungs(state, results.rungs, task.ladder.alpha)
+        compare_rungs(state, results.rungs)
         score_extra_metrics(state, results.rungs, extra, log)
-        results.decision = decide(task, results.rungs, results.advice)
+        if verdict is not None:
+            apply_verdict(results.rungs, verdict)
+        results.decision = decide(task, results.rungs, results.advice, verdict)
+        results.decision.looks = looks
         results.break_even = break_evens(task, results.rungs)
         results.disagreements = disagreements(state, results.rungs)
         if options.evidence:
@@ -718,11 +793,166 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
     return results
 
 
-def _restore(state: RunState, name: str, result: RungResult) -> None:
-    """Read a finished rung's predictions back so comparisons and evidence can use them."""
-    rows = _read_jsonl(state.run_dir / (result.predictions_file or f"predictions/{name}.jsonl"))
-    state.predictions[name] = [r["prediction"] for r in rows]
-    state.per_example[name] = [r["score"] for r in rows]
+def _skip_dearer(state: RunState, names: list[str], done: dict[str, RungResult]) -> dict[str, RungResult]:
+    """The stop rule: once a rung meets the target, the rungs after it that cannot be cheaper are
+    skipped (their cost is estimated before any work). Returns the skipped rungs' results."""
+    task = state.task
+    good = [r for r in done.values() if r.status == "done" and r.meets_target]
+    if not good or not names:
+        return {}
+    best_cost = min(r.horizon_cost or 0 for r in good)
+    estimates = {n: estimated_horizon_cost(n, state, done) for n in names}
+    if min(estimates.values()) < best_cost:
+        return {}
+    return {
+        n: RungResult(
+            name=n,
+            title=rung_title(n, task),
+            status="skipped",
+            note=f"a cheaper rung already meets the target; this one would cost at least "
+            f"{fmt_money(estimates[n])} over {task.business.horizon_months} months "
+            "(use --all to measure it anyway)",
+        )
+        for n in names
+    }
+
+
+def _climb(
+    state: RunState,
+    names: list[str],
+    options: RunOptions,
+    progress: PROGRESS_FACTORY,
+    log: Callable[[str], None],
+    store: RunStore,
+    results: Results,
+) -> tuple[dict[str, RungResult], Any, list[Look]]:
+    """Score the rungs look by look and decide (docs/decision.md, "Adaptive evaluation").
+
+    Every look scores each remaining rung on the next share of the eval set, then asks the decision
+    core at that look's share of alpha. A rung shown worse than a rival by more than the margin is
+    no longer scored; once the verdict cannot change, scoring stops. Rerunning replays the same
+    looks over the saved answers, so a resumed run reaches the same verdict.
+    """
+    from tunewise.decision import spending_schedule
+
+    task, n = state.task, len(state.ctx.eval)
+    sizes = look_sizes(n, task.ladder.adaptive and not options.full)
+    spend = spending_schedule(task.ladder.alpha, [s / n for s in sizes])
+    rung_dir = state.run_dir / "rungs"
+    done: dict[str, RungResult] = {}
+    active = list(names)
+    used: dict[str, int] = {}  # eval examples each rung's verdict rests on
+    stopped_vs_best: dict[str, Any] = {}
+    verdict, looks = None, []
+    for k, size in enumerate(sizes):
+        for i, name in enumerate(names):
+            if name not in active:
+                continue
+            if k == 0 and not options.all_rungs:
+                skipped = _skip_dearer(state, [m for m in names[i:] if m in active], done)
+                if skipped:
+                    done.update(skipped)
+                    active = [m for m in active if m not in skipped]
+                    break
+            result = done.get(name)
+            if result is None:
+                cached = rung_dir / f"{name}.json"
+                result = _restore(state, name, cached, log) if cached.exists() else None
+            if result is None or (result.status == "done" and (result.scored_examples or n) < size):
+                result = run_rung(state, name, progress, size, previous=result)
+                atomic_write_text(rung_dir / f"{name}.json", result.model_dump_json(indent=2))
+            done[name] = result
+            if result.status != "done":
+                active.remove(name)
+                continue
+            result.meets_target = meets_target(task, state.metric, result.score.value)
+            used[name] = size
+            store.record_rung(results.run_id, name, result.status, result.score.value if result.score else None)
+            results.rungs = list(done.values())
+            save_results(results, state.run_dir)
+        live = [done[m] for m in active if m in done and done[m].status == "done"]
+        if not live:
+            break
+        level = spend[k] / len(live)
+        verdict = rung_verdict(state, live, size, level)
+        last = k == len(sizes) - 1
+        dropped = [] if last or verdict.settled else [m for m in verdict.excluded if m in active]
+        looks.append(Look(examples=size, level=level, dropped=dropped, settled=verdict.settled))
+        if len(sizes) > 1:
+            what = "the verdict cannot change" if verdict.settled else (f"dropped {', '.join(dropped)}" if dropped else "continuing")
+            log(f"look {k + 1}/{len(sizes)} at {size} of {n} eval examples: {what}")
+        for m in dropped:
+            rival = done[verdict.excluded_by[m]]
+            done[m].stopped = (
+                f"scored {size} of {n} eval examples, then shown worse than {rival.title} by more than "
+                f"the margin at look {k + 1}, so adaptive evaluation stopped scoring it"
+            )
+            stopped_vs_best[m] = verdict.vs_best.get(m)
+            active.remove(m)
+        if verdict.settled or last:
+            break
+    # The verdict rests on each rung's first `used` answers: show those scores, not the extra answers
+    # an earlier --full run may have saved, so a replay prints what a live adaptive run printed.
+    for name, r in done.items():
+        if r.status == "done" and name in state.per_example and len(state.per_example[name]) > used.get(name, n):
+            _truncate(state, r, used[name])
+    if verdict is not None:
+        for m, pc in stopped_vs_best.items():
+            if pc is not None:
+                verdict.vs_best[m] = pc
+                verdict.status[m] = "worse"
+    return done, verdict, looks
+
+
+def _truncate(state: RunState, r: RungResult, size: int) -> None:
+    state.per_example[r.name] = state.per_example[r.name][:size]
+    state.predictions[r.name] = state.predictions[r.name][:size]
+    examples = state.ctx.eval[:size]
+    r.score = score_predictions(state.metric, state.predictions[r.name], examples, seed=state.task.data.seed)[0]
+    r.scored_examples = size
+    r.meets_target = meets_target(state.task, state.metric, r.score.value)
+
+
+def meets_target(task: Task, metric: Any, value: float) -> bool | None:
+    """The score against the task's target, in the metric's direction; None without a target."""
+    if task.target is None:
+        return None
+    return value >= task.target if metric.higher_is_better else value <= task.target
+
+
+def _note_damaged_results(run_dir: Path, log: Callable[[str], None]) -> None:
+    """results.json is rewritten from the rungs on every run, so a damaged one only needs a line."""
+    from tunewise.ladder.results import load_results
+
+    if (run_dir / "results.json").exists():
+        try:
+            load_results(run_dir)
+        except TunewiseError:
+            log("results.json is damaged; rewriting it from the saved rungs")
+
+
+def _restore(state: RunState, name: str, cached: Path, log: Callable[[str], None]) -> RungResult | None:
+    """A rung finished in an earlier session, its predictions read back for comparisons and evidence;
+    None, with one line saying what is damaged, when its record or its answers cannot be trusted."""
+    where = cached.relative_to(state.run_dir).as_posix()
+    try:
+        result = RungResult.model_validate_json(cached.read_bytes())
+    except (ValueError, OSError):  # pydantic's ValidationError is a ValueError: torn or garbled JSON
+        log(f"{where} is damaged; recomputing {name}")
+        return None
+    if result.name != name:
+        log(f"{where} holds rung {result.name!r}, not {name!r}; recomputing {name}")
+        return None
+    if result.status == "done":
+        try:
+            rows = read_predictions(state.run_dir, result.predictions_file or f"predictions/{name}.jsonl", answered(result, state.ctx.eval))
+        except DamagedRunError as err:
+            log(f"{err}; recomputing {name}")
+            return None
+        state.predictions[name] = [r["prediction"] for r in rows]
+        state.per_example[name] = [r["score"] for r in rows]
+    log(f"{result.title}: finished earlier, read from {where}")
+    return result
 
 
 def open_run(run_dir: Path | str, options: RunOptions | None = None) -> tuple[Task, LadderContext, Results]:
@@ -740,7 +970,17 @@ def open_run(run_dir: Path | str, options: RunOptions | None = None) -> tuple[Ta
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise TunewiseError(f"{run_dir} is not a run folder (no config.yaml); list runs with `tunewise runs`")
-    task = parse_task(yaml.safe_load(config.read_text(encoding="utf-8")), config)
+    try:
+        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        what = getattr(err, "problem", None) or type(err).__name__
+        raise DamagedRunError(f"{config} is damaged ({what}{at}); rerun the task to rewrite it") from None
+    try:
+        task = parse_task(raw, config)
+    except TunewiseError as err:
+        raise DamagedRunError(f"{config} is not a valid task config ({err}); rerun the task to rewrite it") from None
     results = load_results(run_dir)
     options = options or RunOptions()
     train, evals = _load_examples(task, options)
