@@ -286,3 +286,32 @@ def test_empty_pages_say_what_to_do_first(client):
     assert "No finished run yet" in client.get("/playground").text
     assert "No runs started in this session" in client.get("/run").text
     assert client.get("/jobs/nope").status_code == 400
+
+
+def test_fine_tuning_reports_loss_and_steps(tmp_path, monkeypatch):
+    """The run's child process adds a Trainer callback that reports each logged loss with the step count."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("transformers")
+    import tunewise.finetune.train as train
+    from tunewise.web.jobs import Job
+    from tunewise.web.worker import Events, install_training_events, progress_factory
+
+    monkeypatch.setattr(train, "_callbacks", train._callbacks)  # restored after the test
+    job = Job("j", tmp_path / "t.yaml", "t", tmp_path)
+    events = Events(job.events_path)
+    install_training_events(events)
+    callbacks = train._callbacks(None, [])
+    reporter = callbacks[-1]
+    with progress_factory(events)("Fine-tuning (lora) steps", None) as advance:
+        advance(3)
+        time.sleep(0.3)
+        advance(1)  # throttled sends: a second one after the interval
+        reporter.on_log(None, SimpleNamespace(global_step=4, max_steps=10), None, logs={"loss": 1.2345, "learning_rate": 1e-4})
+        reporter.on_log(None, SimpleNamespace(global_step=4, max_steps=10), None, logs={"eval_loss": 1.5})
+        state = job.state()
+    assert state["rung"] == "Fine-tuning (lora) steps" and state["done"] == 4
+    assert state["total"] == 10 and state["eta_s"] is not None and state["eta_s"] > 0
+    assert state["loss"] == "step 4/10: training loss 1.234, validation loss 1.500"
+    losses = [e for e in map(json.loads, job.events_path.read_text().splitlines()) if e["event"] == "loss"]
+    assert [(e.get("loss"), e.get("eval_loss")) for e in losses] == [(1.2345, None), (None, 1.5)]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 FINAL = ("finished", "failed", "cancelled", "interrupted")
+LOSS_LABELS = {"loss": "training loss", "eval_loss": "validation loss"}
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Job:
             "message": None,
             "rungs_seen": [],
         }
+        train_steps, losses = None, {}
         for event in read_events(self.events_path):
             kind = event.get("event")
             if kind == "start":
@@ -72,15 +74,23 @@ class Job:
                 out.update(rung=event.get("rung"), done=event.get("done", 0), total=event.get("total"), eta_s=event.get("eta_s"), elapsed_s=event.get("elapsed_s"))
                 if out["rung"] not in out["rungs_seen"]:
                     out["rungs_seen"].append(out["rung"])
+            elif kind == "loss":
+                losses.update({k: event[k] for k in LOSS_LABELS if isinstance(event.get(k), (int, float))})
+                parts = [f"{label} {losses[key]:.3f}" for key, label in LOSS_LABELS.items() if key in losses]
+                out["loss"] = f"step {event.get('step')}/{event.get('steps')}: " + ", ".join(parts)
+                train_steps = event.get("steps")
             elif kind == "log":
                 message = str(event.get("message", ""))
                 out["log"] = (out["log"] + [message])[-12:]
-                if "loss" in message.lower():
-                    out["loss"] = message
             elif kind == "finished":
                 out.update(run_id=event.get("run_id"), decision=event.get("decision"))
             elif kind == "failed":
                 out["message"] = event.get("message")
+        if out["total"] is None and train_steps and out["done"]:
+            # The fine-tune's step bar has no total; the Trainer's logs know it.
+            out["total"] = train_steps
+            if out["elapsed_s"]:
+                out["eta_s"] = round(out["elapsed_s"] / out["done"] * max(train_steps - out["done"], 0), 1)
         if self.status == "failed" and not out["message"]:
             out["message"] = f"the run stopped unexpectedly; see {self.log_path}"
         if self.status in ("cancelled", "interrupted"):

@@ -5,7 +5,8 @@ object a line, which the app reads to show progress:
 
     {"event": "start", "run_id": ..., "run_dir": ...}
     {"event": "progress", "rung": "Few-shot (k=8, nearest)", "done": 96, "total": 200, "eta_s": 41.2}
-    {"event": "log", "message": "..."}                     (training prints its loss lines here)
+    {"event": "loss", "step": 40, "steps": 120, "loss": 1.93, "eval_loss": 2.01}   (fine-tuning)
+    {"event": "log", "message": "..."}
     {"event": "finished", "run_id": ..., "decision": "Use ..."}
     {"event": "interrupted"} | {"event": "failed", "message": "..."}
 
@@ -101,6 +102,32 @@ def progress_factory(events: Events):
     return progress
 
 
+def install_training_events(events: Events) -> None:
+    """Add a callback to every fine-tune in this process that reports the logged training and
+    validation loss with the step count (the Trainer logs about ten times an epoch).
+
+    `train_model` builds its callbacks with `finetune.train._callbacks`; wrapping it here, in the
+    run's own child process, leaves the training code and every other caller untouched.
+    """
+    import tunewise.finetune.train as train
+
+    build = train._callbacks
+
+    def with_loss_events(progress: Any, extra: Any) -> list[Any]:
+        from transformers import TrainerCallback
+
+        class LossEvents(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+                logs = logs or {}
+                values = {k: float(logs[k]) for k in ("loss", "eval_loss") if isinstance(logs.get(k), (int, float))}
+                if values:
+                    events.emit("loss", step=state.global_step, steps=state.max_steps, **values)
+
+        return [*build(progress, extra), LossEvents()]
+
+    train._callbacks = with_loss_events
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tunewise.web.worker")
     parser.add_argument("task")
@@ -123,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     # imports them when it runs): route both to the event file too.
     tunewise.ui.progress_bar = progress_factory(events)
     tunewise.ui.err_console = Console(file=_LogLines(events), width=200, highlight=False, no_color=True)
+    install_training_events(events)
     try:
         from tunewise.ladder.run import RunOptions, prepare_run, run_ladder
         from tunewise.task import load_task
