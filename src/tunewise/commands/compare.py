@@ -6,7 +6,6 @@ beat the closed-book adapter?") from the saved answers, with any metric, without
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -15,25 +14,47 @@ from tunewise.errors import TunewiseError
 from tunewise.ui import console, print_json
 
 
-def compare_two(run_dir: Path, a: str, b: str, metric_name: str | None = None) -> dict:
+def comparison_metric(task, run_dir: Path, metric_name: str | None, trust_metric_code: bool):
+    """The metric to compare with. Custom metric code runs only when the user named it: given with
+    --metric (a relative path is relative to the current folder), or, when the run's own config names
+    it, with --trust-metric-code. A run folder copied from elsewhere cannot run code on `compare`."""
+    from tunewise.eval.metrics import METRICS, get_metric
+    from tunewise.ladder.run import task_metric
+
+    custom = lambda name: name not in METRICS and ":" in name  # noqa: E731
+    if metric_name is not None and custom(metric_name):
+        return get_metric(metric_name, base_dir=Path.cwd())
+    if metric_name is None and custom(task.metric) and not trust_metric_code:
+        raise TunewiseError(
+            f"{run_dir / 'config.yaml'} names custom metric code ({task.metric}), which would run as Python on your "
+            "machine; pass --trust-metric-code if you trust this run folder, or --metric NAME for a built-in metric"
+        )
+    return task_metric(task, metric_name)
+
+
+def compare_two(run_dir: Path, a: str, b: str, metric_name: str | None = None, trust_metric_code: bool = False) -> dict:
     """A minus B on the run's eval examples: both scores with CIs, the difference with its CI, p."""
     from tunewise.eval.stats import compare, compare_predictions, evaluate
-    from tunewise.ladder.run import open_run, task_metric
+    from tunewise.ladder.run import DamagedRunError, answered, open_run, read_predictions
 
     task, ctx, results = open_run(run_dir)
-    metric = task_metric(task, metric_name)
+    metric = comparison_metric(task, run_dir, metric_name, trust_metric_code)
     predictions = {}
     for rung in (a, b):
         result = results.rung(rung)
         if result is None or result.status != "done":
             finished = ", ".join(r.name for r in results.rungs if r.status == "done") or "none"
             raise TunewiseError(f"rung {rung!r} did not finish in {run_dir}; finished rungs: {finished}")
-        path = run_dir / (result.predictions_file or f"predictions/{rung}.jsonl")
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            rows = read_predictions(run_dir, result.predictions_file or f"predictions/{rung}.jsonl", answered(result, ctx.eval))
+        except DamagedRunError as err:
+            raise TunewiseError(f"{run_dir}: {err}; rerun the task to recompute {rung}") from None
         predictions[rung] = [r["prediction"] for r in rows]
-    examples = ctx.eval[: len(predictions[a])]
-    if len(predictions[a]) != len(predictions[b]) or len(examples) != len(predictions[a]):
-        raise TunewiseError(f"{a} and {b} answered different numbers of eval examples; rerun the task to finish both")
+    # Every rung answers the eval examples in the same seeded order; one whose evaluation stopped
+    # early answered a prefix of it, so the pair is compared on the examples both answered.
+    n = min(len(predictions[a]), len(predictions[b]))
+    predictions = {r: p[:n] for r, p in predictions.items()}
+    examples = ctx.eval[:n]
     seed = task.data.seed
     scored = {r: evaluate(metric, predictions[r], examples, seed=seed) for r in (a, b)}
     if metric.corpus is not None:
@@ -61,13 +82,21 @@ def compare_two(run_dir: Path, a: str, b: str, metric_name: str | None = None) -
 @click.argument("rung_b")
 @click.option("--metric", help="score with this metric instead of the task's (e.g. contains, exact_match)")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="significance level for the verdict")
+@click.option(
+    "--trust-metric-code",
+    is_flag=True,
+    help="run the custom metric code (file.py:function) that RUN's config names; only for run folders you trust",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the comparison as JSON")
-def command(run: str, rung_a: str, rung_b: str, metric: str | None, alpha: float, as_json: bool) -> None:
-    """Paired test between two rungs of RUN on the same eval examples, from their saved answers."""
+def command(run: str, rung_a: str, rung_b: str, metric: str | None, alpha: float, trust_metric_code: bool, as_json: bool) -> None:
+    """Paired test between two rungs of RUN on the same eval examples, from their saved answers.
+
+    A custom --metric path.py:function is the caller's code, relative to the current folder.
+    """
     from tunewise.eval.stats import fmt_p
     from tunewise.paths import resolve_run
 
-    out = compare_two(resolve_run(run), rung_a, rung_b, metric)
+    out = compare_two(resolve_run(run), rung_a, rung_b, metric, trust_metric_code)
     if as_json:
         print_json(out)
         return

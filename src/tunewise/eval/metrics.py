@@ -453,6 +453,17 @@ def get_metric(name: str, base_dir: str | Path | None = None, **options: Any) ->
 # -- custom metrics ---------------------------------------------------------------------------
 
 
+_ANNOUNCED: set[str] = set()
+
+
+def _announce_code(what: str) -> None:
+    """One line on stderr, once per process and file, whenever a custom metric's code is loaded: it
+    runs with the user's permissions, so nobody should be surprised that it ran (docs/metrics.md)."""
+    if what not in _ANNOUNCED:
+        _ANNOUNCED.add(what)
+        print(f"custom metric: runs Python code from {what}", file=sys.stderr, flush=True)
+
+
 def _import_target(target: str, base_dir: str | Path | None) -> Any:
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = Path(target)
@@ -463,6 +474,7 @@ def _import_target(target: str, base_dir: str | Path | None) -> Any:
             raise MetricError(f"custom metric file not found: {path}")
         # A unique module name per file, so two metric files called metric.py do not collide.
         module_name = f"tunewise_user_metric_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+        _announce_code(str(path))
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
@@ -472,6 +484,7 @@ def _import_target(target: str, base_dir: str | Path | None) -> Any:
             del sys.modules[module_name]
             raise MetricError(f"importing {path} failed: {type(err).__name__}: {err}") from None
         return module
+    _announce_code(f"module {target}")
     try:
         return importlib.import_module(target)
     except Exception as err:

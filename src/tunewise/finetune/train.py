@@ -379,7 +379,9 @@ def training_config(
     task: Task, data_digest: str, model_spec: str, subset: float | None, validation_digest: str | None
 ) -> dict[str, Any]:
     """Everything that determines the trained weights; its hash names the training folder."""
-    spec = task.train.model_dump(mode="json", exclude={"learning_curve"})
+    # How often checkpoints are saved does not change the weights: excluded, so changing it (or the
+    # field's arrival) reuses finished adapters.
+    spec = task.train.model_dump(mode="json", exclude={"learning_curve", "checkpoint_every_minutes"})
     return {
         "format": FORMAT_VERSION,
         "model": model_spec,
@@ -567,6 +569,33 @@ def _callbacks(progress: Progress | None, extra: Sequence[Any]) -> list[Any]:
     return [ProgressCallback(), *extra]
 
 
+_monotonic = time.monotonic  # the checkpoint budget's clock (a test replaces it)
+
+
+def _checkpoint_budget(minutes: float | None) -> list[Any]:
+    """A callback that saves a checkpoint once `minutes` have passed since the last save (or the
+    start), so a kill mid-epoch loses at most that much training; the epoch-end and eval-step
+    checkpoints still happen as before. None: no callback."""
+    if minutes is None:
+        return []
+    from transformers import TrainerCallback
+
+    class TimedCheckpoint(TrainerCallback):
+        last = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.last = _monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if not control.should_save and _monotonic() - self.last >= minutes * 60:
+                control.should_save = True  # the Trainer saves (and rotates) right after this step
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.last = _monotonic()
+
+    return [TimedCheckpoint()]
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -656,7 +685,8 @@ def train_model(
         shutil.rmtree(checkpoints, ignore_errors=True)
     resume_from = last_complete_checkpoint(checkpoints, delete_incomplete=_is_main_process()) if resume else None
 
-    trainer = _trainer(task, model, tokenizer, train_set, val_set, checkpoints, cuda, bf16, _callbacks(progress, callbacks))
+    extra = [*callbacks, *_checkpoint_budget(task.train.checkpoint_every_minutes)]
+    trainer = _trainer(task, model, tokenizer, train_set, val_set, checkpoints, cuda, bf16, _callbacks(progress, extra))
     trainer.accelerator.wait_for_everyone()  # incomplete checkpoints are gone before any rank looks
     if cuda:
         torch.cuda.reset_peak_memory_stats()
