@@ -211,6 +211,12 @@ class Batcher:
             return
         try:
             it = stream(model, job.messages, job.max_new_tokens)
+        except Exception as err:
+            self._running = 0
+            log.exception("streamed generation failed to start")
+            job.future.set_exception(err)
+            return
+        try:
             generation = None
             while generation is None:
                 try:
@@ -222,7 +228,6 @@ class Batcher:
                     pieces.append(piece)
                     job.on_piece(piece)  # type: ignore[misc]
                 if job.cancel.is_set():
-                    it.close()  # the backend stops generating
                     break
             if generation is None:  # cancelled, or a backend that returned no Generation
                 text = "".join(pieces)
@@ -232,6 +237,7 @@ class Batcher:
             job.future.set_exception(err)
             return
         finally:
+            it.close()  # stops the backend's generation when the stream ended early
             self._running = 0
         self._record(BatchRecord(1, job.max_new_tokens, time.perf_counter() - started))
         job.future.set_result(generation)

@@ -7,9 +7,11 @@ adapter). `load_runs` builds them from run folders; tests build them directly fr
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tunewise.errors import TunewiseError
 from tunewise.ladder.rungs import Prepared, Request
@@ -71,12 +73,18 @@ def load_runs(
     embedder: object = None,
     retriever: object = None,
     log: Callable[[str], None] = print,
+    share_base: bool = True,
 ) -> dict[str, ServedConfig]:
     """Model name -> configuration for each run folder: the run's task name and `task:rung`.
 
     `rung` overrides every run's decision. `with_base` adds the router's fallback under "base".
     `model`, `embedder`, `retriever` are injected into every run's context (tests); left None the
     run's own model spec is loaded once and shared between runs that name the same spec.
+
+    LoRA runs would each load their own copy of the base model. Where that means two or more
+    copies of one base (several LoRA runs, or one with the router's plain fallback), the base is
+    loaded once and every adapter is added to it (serve/adapters.py); `share_base=False` keeps
+    one copy per run (each adapter then merged into its copy, as the ladder measured it).
     """
     from tunewise.ladder.run import RunOptions, open_run
     from tunewise.ladder.rungs import get_rung
@@ -117,22 +125,34 @@ def load_runs(
     models: dict[str, ChatModel] = {}
     configs: dict[str, ServedConfig] = {}
     fallback_model: ChatModel | None = None
+    shared_bases = {} if model is not None or not share_base else _shared_bases(chosen, with_base, trust_remote_code, log)
     for run_dir, name in chosen:
         task, _, _ = open_run(run_dir)
         trains = get_rung(name).trains
         if trains:
             refuse_pickled_weights(run_dir)
+        shared_base = shared_bases.get(task.model)
         # A fine-tuned rung loads its own base + adapter; the plain base is loaded only when needed.
         if model is not None:
             shared = model
+        elif shared_base is not None and (not trains or with_base):
+            shared = shared_base.view(None)
         elif not trains or with_base:
             shared = _load_model(task.model, trust_remote_code, models)
         else:
             shared = None
         task, ctx, _ = open_run(run_dir, RunOptions(model=shared, embedder=embedder, retriever=retriever))
         log(f"{task.name}: preparing rung {name} from {run_dir}")
+        prepared = get_rung(name).prepare(ctx)
+        adapter = prepared.adapter_path
+        if shared_base is not None and adapter is not None and (Path(adapter) / "adapter_config.json").is_file():
+            # The rung loaded base + adapter for itself; serve the adapter on the shared copy instead
+            # (that one copy is freed once nothing holds it).
+            prepared.model = shared_base.add_adapter(task.name, adapter)
+            log(f"{task.name}: adapter {Path(adapter).name} added to the shared {shared_base.name}")
+            gc.collect()
         config = ServedConfig(
-            prepared=get_rung(name).prepare(ctx),
+            prepared=prepared,
             task=task.name,
             rung=name,
             max_new_tokens=task.ladder.max_new_tokens,
@@ -144,6 +164,39 @@ def load_runs(
     if with_base and fallback_model is not None:
         configs[BASE_NAME] = base_config(fallback_model, max(c.max_new_tokens for c in configs.values()))
     return configs
+
+
+def _shared_bases(chosen: list[tuple[Path, str]], with_base: bool, trust_remote_code: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Model spec -> SharedBase, for each local base model that would otherwise be loaded twice or
+    more: once per LoRA run, plus once plain for prompted rungs or the router's fallback."""
+    from tunewise.ladder.run import open_run
+    from tunewise.ladder.rungs import get_rung
+
+    adapters: dict[str, int] = {}
+    plain: set[str] = set()
+    first_task: dict[str, Any] = {}
+    for run_dir, name in chosen:
+        task, _, _ = open_run(run_dir)
+        options = task.model_options.model_dump(exclude_none=True)
+        if task.model.startswith("openai:") or "base_url" in options:
+            continue  # an API model: no weights here
+        first_task.setdefault(task.model, task)
+        if get_rung(name).trains and task.train.method in ("lora", "qlora"):
+            adapters[task.model] = adapters.get(task.model, 0) + 1
+        if not get_rung(name).trains or with_base:
+            plain.add(task.model)
+    out: dict[str, Any] = {}
+    for spec, count in adapters.items():
+        copies = count + (spec in plain)
+        if copies < 2:
+            continue
+        from tunewise.serve.adapters import SharedBase
+
+        task = first_task[spec]
+        options = {k: v for k, v in task.model_options.model_dump(exclude_none=True).items() if k in ("bf16", "max_batch_tokens")}
+        log(f"{spec}: one copy of the base model for {count} adapter(s){' and the plain model' if spec in plain else ''} (instead of {copies})")
+        out[spec] = SharedBase.from_spec(spec, trust_remote_code=trust_remote_code, max_batch_size=task.ladder.batch_size, **options)
+    return out
 
 
 def refuse_pickled_weights(run_dir: Path) -> None:
