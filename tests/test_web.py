@@ -315,3 +315,34 @@ def test_fine_tuning_reports_loss_and_steps(tmp_path, monkeypatch):
     assert state["loss"] == "step 4/10: training loss 1.234, validation loss 1.500"
     losses = [e for e in map(json.loads, job.events_path.read_text().splitlines()) if e["event"] == "loss"]
     assert [(e.get("loss"), e.get("eval_loss")) for e in losses] == [(1.2345, None), (None, 1.5)]
+
+
+def test_the_command_prints_a_private_url_and_stops_on_sigterm(isolated):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    process = subprocess.Popen([sys.executable, "-m", "tunewise.cli", "ui", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = process.stdout.readline()
+        url = re.search(r"(http://127\.0\.0\.1:(\d+)/)\?token=(\S+)", line)
+        assert url, line
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = httpx.get(url.group(0), follow_redirects=True, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert page.status_code == 200 and 'id="data-form"' in page.text
+        assert httpx.get(url.group(1) + "new").status_code == 403  # the URL without its token
+        # The same port again: one clear line, and no URL that would not work.
+        busy = subprocess.run([sys.executable, "-m", "tunewise.cli", "ui", "--port", url.group(2)], capture_output=True, text=True, timeout=60)
+        assert busy.returncode == 1 and "in use" in busy.stderr and "token=" not in busy.stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0

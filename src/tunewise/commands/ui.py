@@ -7,9 +7,14 @@ import socket
 import click
 
 
-def free_port() -> int:
+def free_port(port: int = 0) -> int:
+    """`port` if nothing listens on it (0: any free one); a clear error instead of a URL that fails."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise click.ClickException(f"port {port} on 127.0.0.1 is in use (another `tunewise ui`?); pass --port 0 for a free one") from None
         return sock.getsockname()[1]
 
 
@@ -32,7 +37,7 @@ def command(port: int, max_upload_mb: int, log_level: str) -> None:
     from tunewise.web.security import new_token
 
     token = new_token()
-    port = port or free_port()
+    port = free_port(port)
     app = build_web_app(token, max_upload_bytes=max_upload_mb << 20)
     url = f"http://127.0.0.1:{port}/?token={token}"
     console.print(f"[bold]tunewise ui[/bold]: open {url}", soft_wrap=True)
