@@ -403,3 +403,200 @@ def test_train_and_eval_files_load(tmp_path):
     write_jsonl(tmp_path / "e.jsonl", [chat("q3", "c")])
     train, evals = load_splits(task_for(tmp_path, {"train": "t.jsonl", "eval": "e.jsonl"}))
     assert [ex.answer for ex in train] == ["a", "b"] and [ex.answer for ex in evals] == ["c"]
+
+
+# -- hostile input (issue 16): every bad line reported at its true line, no traceback -----------------
+
+GOOD = json.dumps(chat("q", "a"))
+
+
+def _bad_lines(path: Path, fmt: str = "auto") -> dict[int, str]:
+    """line -> every problem text of that line; the reader must not raise."""
+    return {line: " | ".join(p.what for p in ps) for line, ps in problems_by_line(path, fmt).items()}
+
+
+def _good_lines(path: Path, fmt: str = "auto") -> list[int]:
+    return [line for line, item in iter_records(path, fmt) if not isinstance(item, Problem)]
+
+
+@pytest.mark.parametrize(
+    "record, fmt",
+    [
+        ('{"messages": [{"role": "user", "content": "a\\ud800b"}, {"role": "assistant", "content": "x"}]}', "chat"),
+        ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\\udfff"}]}', "chat"),
+        (
+            '{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\ud83d"}]}, '
+            '{"role": "assistant", "content": "x"}]}',
+            "chat",
+        ),
+        ('{"prompt": "q\\ud800", "completion": "a"}', "prompt_completion"),
+        ('{"instruction": "q", "input": "\\udc80", "output": "a"}', "alpaca"),
+        ('{"conversations": [{"from": "human", "value": "\\ud800"}, {"from": "gpt", "value": "a"}]}', "sharegpt"),
+        (
+            '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], '
+            '"references": ["\\ud800"]}',
+            "chat",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], '
+            '"note": {"\\ud800": 1}}',
+            "chat",
+        ),
+    ],
+)
+def test_lone_surrogate_is_a_bad_line(tmp_path, record, fmt):
+    ok = {
+        "chat": GOOD,
+        "prompt_completion": '{"prompt": "q", "completion": "a"}',
+        "alpaca": '{"instruction": "q", "output": "a"}',
+        "sharegpt": '{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}',
+    }[fmt]
+    path = tmp_path / "d.jsonl"
+    path.write_text(f"{ok}\n{record}\n{ok}\n")
+    found = problems_by_line(path, fmt)
+    assert list(found) == [2], found
+    assert "lone surrogate" in found[2][0].what and "UTF-8" in found[2][0].fix
+    assert "\\u" in found[2][0].what  # shown escaped: the message itself must stay printable
+    str(found[2][0]).encode("utf-8")
+    assert _good_lines(path, fmt) == [1, 3]
+    with pytest.raises(DataError, match="line 2: .*lone surrogate"):
+        read_examples(path, fmt)
+
+
+def test_a_valid_surrogate_pair_is_fine(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", ['{"prompt": "smile \\ud83d\\ude00", "completion": "a"}'])
+    [ex] = read_examples(path)
+    assert ex.input_text == "smile \U0001f600"
+
+
+def test_find_lone_surrogate():
+    assert formats.find_lone_surrogate("fine \U0001f600 é") is None
+    assert formats.find_lone_surrogate("ab\ud800") == 2
+    assert formats.find_lone_surrogate("\udfff") == 0
+
+
+DEEP_LIST = "[" * 100_000 + "]" * 100_000
+DEEP_OBJECTS = '{"a": ' * 5000 + "1" + "}" * 5000
+
+
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        (DEEP_LIST, "nested"),
+        ("[" * 100_000, "nested"),
+        (DEEP_OBJECTS, "nested"),
+        ('{"messages": ' + DEEP_LIST + "}", "nested"),
+        ('{"messages": [{"role": "user", "content": "q"}], "x": ' + '{"a": ' * 150 + "1" + "}" * 151, "nested"),
+        ('{"prompt": ' + "7" * 5000 + ', "completion": "a"}', "digits"),
+        ("7" * 5000, "digits"),
+    ],
+)
+def test_deep_nesting_and_huge_numbers_are_bad_lines_in_jsonl(tmp_path, bad, fragment):
+    path = tmp_path / "d.jsonl"
+    path.write_text(f"{GOOD}\n{bad}\n{GOOD}\n{{bad json\n{GOOD}\n")
+    found = _bad_lines(path, "chat")
+    assert set(found) == {2, 4} and fragment in found[2] and "invalid JSON" in found[4], found
+    assert _good_lines(path, "chat") == [1, 3, 5]
+
+
+@pytest.mark.parametrize("bad", [DEEP_LIST, DEEP_OBJECTS, "[" * 100_000, '{"prompt": ' + "7" * 5000 + "}"])
+def test_deep_nesting_and_huge_numbers_in_a_json_array(small_chunks, tmp_path, bad):
+    path = tmp_path / "d.json"
+    path.write_text(f"[\n{GOOD},\n{bad},\n{GOOD}\n]\n")
+    found = _bad_lines(path, "chat")
+    assert 3 in found and ("nested" in found[3] or "digits" in found[3]), found
+    assert _good_lines(path, "chat")[:1] == [2]
+    if bad.count("[") == bad.count("]"):  # a complete value: the reader skips it and reads on
+        assert set(found) == {3} and _good_lines(path, "chat") == [2, 4]
+
+
+def test_first_line_deeply_nested_is_still_jsonl(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(f"{DEEP_LIST}\n{GOOD}\nnot json\n")
+    found = _bad_lines(path, "chat")
+    assert set(found) == {1, 3} and "nested" in found[1]
+    assert _good_lines(path, "chat") == [2]
+
+
+@pytest.mark.parametrize(
+    "part, fragment",
+    [
+        ({"type": ["text"]}, "content part 1"),
+        ({"type": {"a": 1}, "text": "x"}, "content part 1"),
+        ({"type": "text", "text": 42}, "`text` must be a string"),
+        ({"type": "text"}, "no `text`"),
+        ({"type": "text", "text": None}, "`text` must be a string"),
+        ("just a string", "content part 1 is not an object"),
+    ],
+)
+def test_content_parts_are_checked_one_by_one(tmp_path, part, fragment):
+    bad = {"messages": [{"role": "user", "content": [{"type": "text", "text": "ok"}, part]}, {"role": "assistant", "content": "a"}]}
+    path = write_jsonl(tmp_path / "d.jsonl", [chat("q", "a"), bad, '{"messages": 3}', chat("q2", "b")])
+    found = _bad_lines(path, "chat")
+    assert set(found) == {2, 3}, found
+    assert fragment.replace("part 1", "part 2") in found[2] or fragment in found[2], found[2]
+    assert _good_lines(path, "chat") == [1, 4]
+
+
+def test_text_parts_join_into_the_content(tmp_path):
+    row = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}, {"role": "assistant", "content": "c"}]}
+    [ex] = read_examples(write_jsonl(tmp_path / "d.jsonl", [row]))
+    assert ex.input_text == "ab"
+
+
+def test_jsonl_whose_first_line_is_an_array_reads_every_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(f"[{GOOD}]\n{GOOD}\nnot json\n{GOOD}\n")
+    found = _bad_lines(path)
+    assert set(found) == {1, 3} and "got list" in found[1], found
+    assert _good_lines(path) == [2, 4]
+
+
+@pytest.mark.parametrize(
+    "tail, line",
+    [("\ngarbage", 4), ("\n\n[1]", 5), ("]", 3), (f"\n{GOOD}\n", 4)],
+)
+def test_anything_after_a_json_arrays_closing_bracket_is_reported(small_chunks, tmp_path, tail, line):
+    path = tmp_path / "d.json"
+    path.write_text(f"[\n{GOOD}\n]{tail}")
+    found = _bad_lines(path)
+    assert list(found) == [line] and "after the JSON array" in found[line], found
+    assert _good_lines(path) == [2]
+
+
+def test_csv_invalid_utf8_is_reported_at_its_row_and_the_rest_is_read(tmp_path):
+    path = tmp_path / "d.csv"
+    rows = [b"input,output\n"] + [f'"question {i}, long enough to fill the buffer",answer {i}\n'.encode() for i in range(2, 2001)]
+    rows[899] = b'"question \xff\xfe here",answer\n'  # line 900
+    rows[1499] = b'"multi\nline \xc3",x\n'  # a row on lines 1500-1501, the bad byte on 1501
+    path.write_bytes(b"".join(rows))
+    found = _bad_lines(path)
+    assert list(found) == [900, 1501] and all("not valid UTF-8" in v for v in found.values()), found
+    good = _good_lines(path)
+    assert len(good) == 2000 - 1 - 2 and good[-1] == 2001 and 901 in good and 1502 in good
+
+
+def test_json_array_invalid_utf8_is_reported_at_its_true_line(tmp_path):
+    path = tmp_path / "d.json"
+    lines = [b"["] + [GOOD.encode() + b"," for _ in range(2, 30001)] + [GOOD.encode(), b"]"]
+    lines[20000] = b'{"prompt": "caf\xe9", "completion": "a"},'  # line 20001
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    found = _bad_lines(path, "chat")
+    assert list(found) == [20001] and "not valid UTF-8" in found[20001], found
+    assert len(_good_lines(path, "chat")) == len(lines) - 2 - 1  # not "[" and "]", not the bad line
+
+
+def test_jsonl_invalid_utf8_keeps_reading(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(GOOD.encode() + b"\n\xff\xfe\n" + GOOD.encode() + b"\r\n")
+    assert list(_bad_lines(path, "chat")) == [2] and _good_lines(path, "chat") == [1, 3]
+
+
+def test_a_5mb_quoted_csv_field_is_read_like_jsonl(tmp_path):
+    text = "word, " * 900_000  # 5.4 MB, with commas: it must be quoted
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_text(f'input,output\n"{text}",short\nq,a\n')
+    jsonl_path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": text, "completion": "short"}])
+    assert read_examples(jsonl_path)[0].input_text == text
+    examples = read_examples(csv_path)
+    assert [ex.input_text for ex in examples] == [text, "q"]

@@ -14,6 +14,11 @@ JSON formats may be JSON Lines (one object a line) or one JSON array of objects.
 format from the keys of the first valid records. Files are streamed: `iter_records` never holds more
 than one record in memory, so a 1 GB file is fine.
 
+Hostile input is a bad line, never a traceback: invalid UTF-8 (reported at the line of the byte, and
+reading goes on), a lone surrogate escape (`find_lone_surrogate`), nesting deeper than MAX_NESTING,
+integers longer than Python parses (4,300 digits), records over MAX_RECORD_CHARS, anything after a
+JSON array's closing `]`.
+
 >>> from tunewise.data.formats import FORMATS
 >>> list(FORMATS)
 ['chat', 'prompt_completion', 'alpaca', 'sharegpt', 'csv']
@@ -25,7 +30,7 @@ import csv
 import io
 import json
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +54,8 @@ class Problem:
     fix: str
     path: str | None = None
     """The file, when a caller reads several (set by `audit` and `load_splits`)."""
+    kind: str = "record"
+    """What sort of problem, for counting: one of PROBLEM_KINDS."""
 
     def __str__(self) -> str:
         where = (f"{self.path}: " if self.path else "") + (f"line {self.line}: " if self.line else "")
@@ -78,23 +85,74 @@ CSV_COLUMNS = {
 }
 """Canonical CSV field -> accepted header names (case-insensitive), first match wins."""
 
+PROBLEM_KINDS = {
+    "utf8": "bytes that are not valid UTF-8",
+    "json": "invalid JSON, or anything after a JSON array's closing `]`",
+    "nesting": "values nested deeper than MAX_NESTING levels",
+    "number": "an integer with more digits than Python parses (4,300)",
+    "surrogate": "a lone surrogate escape such as \\ud800 (half of a UTF-16 pair)",
+    "size": "a line, record or CSV field over MAX_RECORD_CHARS",
+    "csv": "CSV quoting or field-count errors",
+    "record": "a readable record that breaks the format's rules (keys, roles, order, types, empty text)",
+    "file": "the file as a whole (no examples)",
+    "internal": "a record the checker itself failed on (a tunewise bug; please report it)",
+}
+"""Problem.kind -> what it covers; `audit` keeps the first problems of each kind and counts the rest."""
 DETECT_RECORDS = 20
 """`auto` votes over this many valid records from the top of the file."""
+MAX_NESTING = 100
+"""Deepest nesting of arrays/objects a record may have (the formats need 5): deeper records are bad
+lines, so no later step (printing, dumping) can exhaust Python's recursion on them."""
+MAX_RECORD_CHARS = 32 << 20
+"""A JSONL line, a JSON-array element or a CSV field longer than this is a bad line, not buffered further."""
 _CHUNK = 1 << 20
-_MAX_RECORD_CHARS = 64 << 20
-"""A JSON-array element larger than this is reported as broken instead of buffered further."""
+_SNIFF_LINE = 1 << 20
+"""How much of a `[`-first file's first line is read to tell a JSON array from JSON Lines."""
+_BOM = b"\xef\xbb\xbf"
 
 
 # -- small helpers -----------------------------------------------------------------------------
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""A \\uD800-\\uDFFF escape in raw JSON text: the only way a surrogate gets into a decoded record."""
+
+
+def find_lone_surrogate(text: str) -> int | None:
+    """Index of the first lone surrogate in `text` (None if there is none).
+
+    JSON's `"\\ud800"` escape decodes to one; it cannot be encoded as UTF-8, so a tokenizer or a
+    UTF-8 writer fails on it. A valid escape pair decodes to one character and is fine.
+
+    >>> find_lone_surrogate("ok \U0001f600"), find_lone_surrogate("ab\ud800")
+    (None, 2)
+    """
+    if text.isascii():
+        return None
+    found = _SURROGATE.search(text)
+    return found.start() if found else None
+
+
+def _printable(text: str) -> str:
+    """`text` with any lone surrogate written as a \\uXXXX escape, so a message can always be printed."""
+    return text if find_lone_surrogate(text) is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _show(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    if isinstance(value, str):
+        text = repr(value[: limit * 2])  # repr escapes surrogates; the cut keeps a huge value cheap
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (RecursionError, ValueError):  # too deep, or an int too long for str()
+            text = f"<{type(value).__name__}>"
+    text = _printable(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _keys(record: dict) -> str:
-    keys = sorted(map(str, record))
+    keys = sorted(_printable(str(k))[:40] for k in record)
     return ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "") if keys else "none"
 
 
@@ -125,19 +183,38 @@ def _text_field(record: dict, key: str, issues: Issues, required: bool = True) -
 
 
 def _content_text(content: Any, where: str, issues: Issues) -> str | None:
-    """A message's content: a string, or OpenAI's list of {"type": "text", "text": ...} parts."""
+    """A message's content: a string, or OpenAI's list of {"type": "text", "text": "..."} parts, joined.
+
+    Every part is checked: an object, `type` exactly "text", `text` a string (42 is not "42").
+    """
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        kinds = {p.get("type") for p in content} - {"text"}
-        if kinds:
+    if not isinstance(content, list):
+        issues.append(
+            (f"{where} content must be a string, got {type(content).__name__} {_show(content)}", "give text")
+        )
+        return None
+    texts: list[str] = []
+    ok = True
+    for k, part in enumerate(content, 1):
+        name = f"{where} content part {k}"
+        if not isinstance(part, dict):
+            issues.append((f"{name} is not an object: {_show(part)}", 'write {"type": "text", "text": "..."}'))
+        elif part.get("type") != "text":
+            got = "no `type`" if "type" not in part else f"`type` {_show(part['type'])}"
             issues.append(
-                (f"{where} has non-text content part(s) {sorted(map(str, kinds))}", "give text content only")
+                (f"{where} has a non-text content part {k} ({got})", 'give text content only: {"type": "text"}')
             )
-            return None
-        return "".join(str(p.get("text", "")) for p in content)
-    issues.append((f"{where} content must be a string, got {type(content).__name__} {_show(content)}", "give text"))
-    return None
+        elif "text" not in part:
+            issues.append((f"{name} has no `text`", "add the part's text as `text`"))
+        elif not isinstance(part["text"], str):
+            text = part["text"]
+            issues.append((f"{name}: `text` must be a string, got {type(text).__name__} {_show(text)}", "quote it"))
+        else:
+            texts.append(part["text"])
+            continue
+        ok = False
+    return "".join(texts) if ok else None
 
 
 def _conversation(turns: list[tuple[str, str | None, int]], issues: Issues) -> tuple[list[dict], str] | None:
@@ -409,40 +486,230 @@ def _first_char(path: Path) -> str:
     return ""
 
 
+_TOKEN = re.compile(r'[ \t\r\n]+|"(?:[^"\\]|\\.)*"|[\[{]|[\]}]|[,:]|[^ \t\r\n"\[\]{},:]+')
+
+
+def _value_end(text: str, pos: int, eof: bool) -> int | None:
+    """Where the JSON value starting at text[pos] ends, by matching brackets outside strings.
+
+    No parsing and no recursion, so it finds the end of a value too deep or too large for `json`.
+    None when the text ends first (or, before `eof`, when the last token may go on in the next chunk).
+
+    >>> _value_end('[[1, "]"], 2] tail', 0, True), _value_end("[[[", 0, True)
+    (13, None)
+    """
+    depth = 0
+    while (token := _TOKEN.match(text, pos)) is not None:
+        if token.end() == len(text) and not eof:
+            return None
+        pos, first = token.end(), token.group()[0]
+        if first in "[{":
+            depth += 1
+        elif first in "]}":
+            depth -= 1
+        elif first in " \t\r\n,:" or depth:
+            continue
+        if depth <= 0:
+            return pos
+    return None
+
+
+def _json_path(where: tuple) -> str:
+    """('messages', 0, 'content') -> 'messages[0].content'."""
+    out = ""
+    for key in where:
+        out += f"[{key}]" if isinstance(key, int) else (("." if out else "") + _printable(str(key))[:40])
+    return out or "the record"
+
+
+def _structure_problem(value: Any) -> tuple[str, str, str] | None:
+    """(kind, what, fix) for a lone surrogate anywhere in a decoded value, or nesting over MAX_NESTING.
+
+    Iterative, so a value nested as deep as `json` allows cannot exhaust the recursion here.
+    """
+    stack: list[tuple[Any, int, tuple]] = [(value, 1, ())]
+    while stack:
+        item, depth, where = stack.pop()
+        if isinstance(item, str):
+            at = find_lone_surrogate(item)
+            if at is not None:
+                return _surrogate(item[at], f"`{_json_path(where)}`")
+            continue
+        if depth > MAX_NESTING:
+            return (
+                "nesting",
+                f"nested more than {MAX_NESTING} levels deep (at `{_json_path(where[:5])}...`)",
+                "flatten the record: the formats need at most 5 levels",
+            )
+        for key, child in item.items() if isinstance(item, dict) else enumerate(item):
+            if isinstance(key, str) and (at := find_lone_surrogate(key)) is not None:
+                return _surrogate(key[at], f"a key of `{_json_path(where)}`")
+            if isinstance(child, (str, dict, list)):
+                stack.append((child, depth + 1, (*where, key)))
+    return None
+
+
+def _surrogate(char: str, where: str) -> tuple[str, str, str]:
+    return (
+        "surrogate",
+        f"lone surrogate \\u{ord(char):04x} in {where}: half of a UTF-16 pair, it cannot be encoded as text",
+        "write the character itself in UTF-8 (or its full \\uXXXX\\uXXXX escape pair), or drop it",
+    )
+
+
+def _decoded(text: str, start: int, end: int, line: int) -> Any:
+    """json-decode text[start:end] (one record), or the Problem that says why it cannot be used."""
+    try:
+        value = json.loads(text if start == 0 and end == len(text) else text[start:end])
+    except json.JSONDecodeError as err:
+        hint = " (one JSON object per line; pretty-printed JSON is not JSONL)" if text.strip() == "{" else ""
+        return Problem(
+            line, f"invalid JSON: {err.msg} at column {err.pos + 1}{hint}", "fix the JSON on this line", kind="json"
+        )
+    except RecursionError:
+        return Problem(
+            line,
+            "nested too deeply for a JSON parser (thousands of levels)",
+            "flatten the record: the formats need at most 5 levels",
+            kind="nesting",
+        )
+    except ValueError as err:  # an integer over sys.get_int_max_str_digits()
+        return _number_problem(line, err)
+    return _structure_checked(value, text, start, end, line)
+
+
+def _number_problem(line: int, err: ValueError) -> Problem:
+    if "digits" in str(err):
+        return Problem(
+            line,
+            "a number with more than 4,300 digits (Python does not parse longer integers)",
+            "write it as a string, or drop it",
+            kind="number",
+        )
+    return Problem(line, f"invalid JSON: {_printable(str(err))[:200]}", "fix the JSON", kind="json")
+
+
+def _structure_checked(value: Any, text: str, start: int, end: int, line: int) -> Any:
+    """`value`, or a Problem for a surrogate or deep nesting. The raw text rules both out cheaply first."""
+    if not isinstance(value, (dict, list)):
+        return value
+    deep = text.count("[", start, end) + text.count("{", start, end) > MAX_NESTING
+    if deep or _SURROGATE_ESCAPE.search(text, start, end):
+        found = _structure_problem(value)
+        if found:
+            kind, what, fix = found
+            return Problem(line, what, fix, kind=kind)
+    return value
+
+
+def _utf8_problem(line: int, byte: int) -> Problem:
+    return Problem(
+        line, f"not valid UTF-8 (byte 0x{byte:02x})", "save the file as UTF-8 (the line is skipped)", kind="utf8"
+    )
+
+
+def _size_problem(line: int, what: str) -> Problem:
+    return Problem(
+        line,
+        f"{what} is longer than {MAX_RECORD_CHARS // (1 << 20)} MiB",
+        "split or shorten it: no training example needs that much",
+        kind="size",
+    )
+
+
 def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
     with _open_binary(path) as f:
-        for line_no, raw in enumerate(f, 1):
+        line_no = 0
+        while raw := f.readline(MAX_RECORD_CHARS + 1):
+            line_no += 1
+            if len(raw) > MAX_RECORD_CHARS and not raw.endswith(b"\n"):
+                while (rest := f.readline(_CHUNK)) and not rest.endswith(b"\n"):
+                    pass  # skip the rest of the long line without holding it
+                yield line_no, _size_problem(line_no, "the line")
+                continue
+            if line_no == 1:
+                raw = raw.removeprefix(_BOM)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                yield line_no, Problem(line_no, f"not valid UTF-8 (byte {err.start + 1})", "save the file as UTF-8")
+                yield line_no, _utf8_problem(line_no, raw[err.start])
                 continue
-            if line_no == 1:
-                text = text.lstrip("\ufeff")
             if not text.strip():
                 continue  # blank lines (a trailing newline) are not records
-            try:
-                yield line_no, json.loads(text)
-            except json.JSONDecodeError as err:
-                hint = " (one JSON object per line; pretty-printed JSON is not JSONL)" if text.strip() == "{" else ""
-                yield line_no, Problem(
-                    line_no, f"invalid JSON: {err.msg} at column {err.pos + 1}{hint}", "fix the JSON on this line"
-                )
+            yield line_no, _decoded(text, 0, len(text), line_no)
+
+
+class _Utf8Reader:
+    """Decodes a binary file in chunks. Invalid bytes become U+FFFD, and the line of each is queued in
+    `bad` (in file order) for the reader to report when it reaches that line."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.pending, self.lines, self.first = raw, b"", 1, True
+        self.bad: deque[tuple[int, int]] = deque()  # (line, byte value)
+
+    def read(self, size: int) -> str:
+        """Up to `size` bytes' worth of text; '' at the end of the file."""
+        while True:
+            chunk = self.raw.read(size)
+            data, final = self.pending + chunk, not chunk
+            if self.first:
+                if len(data) < 3 and not final:
+                    self.pending = data  # too short to tell a byte-order mark yet
+                    continue
+                data, self.first = data.removeprefix(_BOM), False
+            cut = len(data) if final else _complete_prefix(data)
+            data, self.pending = data[:cut], data[cut:]
+            if data or final:
+                break
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = self._mark(data.decode("utf-8", "surrogateescape"))
+        self.lines += text.count("\n")
+        return text
+
+    def _mark(self, text: str) -> str:
+        """Queue the line of every invalid byte (escaped as U+DC80-U+DCFF) and replace it with U+FFFD."""
+        line, at, last = self.lines, 0, 0
+        for found in _SURROGATE.finditer(text):
+            line += text.count("\n", at, found.start())
+            at = found.start()
+            if line != last:
+                self.bad.append((line, ord(found.group()) - 0xDC00))
+                last = line
+        return _SURROGATE.sub("\ufffd", text)
+
+
+def _complete_prefix(data: bytes) -> int:
+    """Length of `data` without a UTF-8 sequence cut at its end (kept for the next chunk)."""
+    for back in range(1, min(4, len(data) + 1)):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:
+            continue  # a continuation byte: look further back for the lead byte
+        needed = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+        return len(data) - back if needed > back else len(data)
+    return len(data)
 
 
 def _json_array(path: Path) -> Iterator[tuple[int, Any]]:
-    """Elements of a top-level JSON array, decoded one at a time from 1 MiB chunks."""
+    """Elements of a top-level JSON array, decoded one at a time from 1 MiB chunks.
+
+    Elements too deep or with too long a number for `json` are skipped by bracket matching and
+    reported; invalid UTF-8 is reported at its own line. A syntax error ends the reading (where the
+    next element starts is then unknown).
+    """
     decoder = json.JSONDecoder()
     blank = re.compile(r"[ \t\r\n]*")
     with _open_binary(path) as raw:
-        handle = io.TextIOWrapper(raw, encoding="utf-8-sig")
+        reader = _Utf8Reader(raw)
         buf, pos, line, eof = "", 0, 1, False
 
         def fill() -> bool:
             nonlocal buf, pos, eof
             if eof:
                 return False
-            chunk = handle.read(_CHUNK)
+            # Grow with the element being read: a big element is then re-parsed O(log n) times, not O(n).
+            chunk = reader.read(max(_CHUNK, len(buf) - pos))
             if not chunk:
                 eof = True
                 return False
@@ -462,15 +729,29 @@ def _json_array(path: Path) -> Iterator[tuple[int, Any]]:
                 if not fill():
                     return ""
 
-        try:
-            if peek() != "[":
-                yield line, Problem(line, "expected a JSON array `[...]` of records", "wrap the records in [ ]")
-                return
+        def bad_bytes(upto: int) -> Iterator[tuple[int, Problem]]:
+            """UTF-8 problems queued for lines up to `upto`."""
+            while reader.bad and reader.bad[0][0] <= upto:
+                bad_line, byte = reader.bad.popleft()
+                yield bad_line, _utf8_problem(bad_line, byte)
+
+        def skip_value() -> int | None:
+            """End of the element at pos, found without `json`; None when the file ends first."""
+            while (end := _value_end(buf, pos, eof)) is None:
+                if len(buf) - pos > MAX_RECORD_CHARS or not fill():
+                    return None
+            return end
+
+        if peek() != "[":
+            yield line, Problem(line, "expected a JSON array `[...]` of records", "wrap the records in [ ]", kind="json")
+            return
+        advance(pos + 1)
+        if peek() == "]":
             advance(pos + 1)
-            if peek() == "]":
-                return
+        else:
             while True:
                 start = line
+                value: Any = None
                 while True:
                     try:
                         value, end = decoder.raw_decode(buf, pos)
@@ -479,30 +760,74 @@ def _json_array(path: Path) -> Iterator[tuple[int, Any]]:
                         if not fill():
                             break
                     except json.JSONDecodeError as err:
-                        if len(buf) - pos < _MAX_RECORD_CHARS and fill():
+                        if len(buf) - pos <= MAX_RECORD_CHARS and fill():
                             continue
                         at = start + buf.count("\n", pos, err.pos)
-                        yield at, Problem(
-                            at,
-                            f"invalid JSON: {err.msg}; the rest of the array cannot be read",
-                            "fix the JSON syntax, or convert the file to JSONL (one object a line)",
-                        )
+                        yield from bad_bytes(at)
+                        if len(buf) - pos > MAX_RECORD_CHARS:
+                            yield start, _size_problem(start, "this array element; the rest of the array cannot be read")
+                        else:
+                            yield at, Problem(
+                                at,
+                                f"invalid JSON: {err.msg}; the rest of the array cannot be read",
+                                "fix the JSON syntax, or convert the file to JSONL (one object a line)",
+                                kind="json",
+                            )
+                        yield from bad_bytes(1 << 62)
                         return
+                    except (RecursionError, ValueError) as err:
+                        problem = (
+                            _number_problem(start, err)
+                            if isinstance(err, ValueError)
+                            else Problem(
+                                start,
+                                "nested too deeply for a JSON parser (thousands of levels)",
+                                "flatten the record: the formats need at most 5 levels",
+                                kind="nesting",
+                            )
+                        )
+                        end = skip_value()
+                        if end is None:
+                            problem.what += "; the file ends inside it, so the rest of the array cannot be read"
+                            yield start, problem
+                            yield from bad_bytes(1 << 62)
+                            return
+                        value = problem
+                        break
+                record_start = pos
                 advance(end)
-                yield start, value
+                queued = list(bad_bytes(line))
+                if queued:
+                    yield from queued  # the element holds invalid UTF-8: report that, not the element
+                elif isinstance(value, Problem):
+                    yield start, value
+                else:
+                    yield start, _structure_checked(value, buf, record_start, end, start)
                 nxt = peek()
                 if nxt == "]":
-                    return
+                    advance(pos + 1)
+                    break
                 if nxt != ",":
-                    what = "the file ends inside the array" if not nxt else f"found {nxt!r}"
-                    yield line, Problem(line, f"expected ',' or ']' after a record; {what}", "fix the JSON syntax")
+                    what = "the file ends inside the array" if not nxt else f"found {_show(nxt)}"
+                    yield line, Problem(
+                        line, f"expected ',' or ']' after a record; {what}", "fix the JSON syntax", kind="json"
+                    )
+                    yield from bad_bytes(1 << 62)
                     return
                 advance(pos + 1)
                 if peek() == "]":
-                    yield line, Problem(line, "trailing comma before ']'", "remove the last comma")
+                    yield line, Problem(line, "trailing comma before ']'", "remove the last comma", kind="json")
+                    yield from bad_bytes(1 << 62)
                     return
-        except UnicodeDecodeError:
-            yield line, Problem(line, "not valid UTF-8; the rest of the file cannot be read", "save it as UTF-8")
+        if peek():
+            yield from bad_bytes(line - 1)
+            yield line, Problem(
+                line,
+                f"more text after the JSON array's closing `]`: {_show(buf[pos : pos + 40])}",
+                "a JSON file holds one array; delete the rest, or write JSON Lines (one object a line)",
+                kind="json",
+            )
+        yield from bad_bytes(1 << 62)
 
 
 def _csv_header(path: Path) -> tuple[list[str], dict[str, int]]:
@@ -528,36 +853,78 @@ def _delimiter(path: Path) -> str:
     return "\t" if path.suffix.lower() == ".tsv" else ","
 
 
+def _csv_text_lines(raw: BinaryIO, bad: deque[Problem]) -> Iterator[str]:
+    """The file's lines, decoded one by one so an invalid byte is queued in `bad` at its own line.
+
+    Exactly one string per physical line, so the csv reader's line_num stays the file's line number.
+    """
+    line_no = 0
+    while data := raw.readline(MAX_RECORD_CHARS + 1):
+        line_no += 1
+        if len(data) > MAX_RECORD_CHARS and not data.endswith(b"\n"):
+            while (rest := raw.readline(_CHUNK)) and not rest.endswith(b"\n"):
+                pass
+            bad.append(_size_problem(line_no, "the line"))
+            yield "\n"
+            continue
+        if line_no == 1:
+            data = data.removeprefix(_BOM)
+        try:
+            yield data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            bad.append(_utf8_problem(line_no, data[err.start]))
+            yield data.decode("utf-8", "replace")
+
+
 def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
     header, columns = _csv_header(_checked(path))
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=_delimiter(path))
-        ended = 0
-        try:
-            next(reader)
-            ended = reader.line_num
-            while True:
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as err:
-                    yield ended + 1, Problem(ended + 1, f"CSV error: {err}", "fix the quoting on this row")
-                    ended = reader.line_num
-                    continue
+    # The csv module's default field limit (128 KiB) would reject a long quoted field that JSONL
+    # accepts; raise it (process-wide, the only way the module offers) to the record limit.
+    if csv.field_size_limit() < MAX_RECORD_CHARS:
+        csv.field_size_limit(MAX_RECORD_CHARS)
+    bad: deque[Problem] = deque()
+    with _open_binary(path) as raw:
+        reader = csv.reader(_csv_text_lines(raw, bad), delimiter=_delimiter(path))
+        next(reader, None)
+        bad.clear()  # the header was checked by _csv_header
+        ended = reader.line_num
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
                 start, ended = ended + 1, reader.line_num
-                if not row or not any(cell.strip() for cell in row):
-                    continue
-                if len(row) != len(header):
-                    yield start, Problem(
-                        start,
-                        f"row has {len(row)} fields, the header has {len(header)}",
-                        "quote fields that contain the delimiter or line breaks",
-                    )
-                    continue
-                yield start, {field: row[idx] for field, idx in columns.items()}
-        except UnicodeDecodeError:
-            yield ended + 1, Problem(ended + 1, "not valid UTF-8; the rest of the file cannot be read", "save as UTF-8")
+                queued = [p for p in _take(bad, ended)]
+                if queued:
+                    yield from ((p.line, p) for p in queued)
+                else:
+                    yield start, Problem(start, f"CSV error: {err}", "fix the quoting on this row", kind="csv")
+                continue
+            start, ended = ended + 1, reader.line_num
+            queued = _take(bad, ended)
+            if queued:
+                yield from ((p.line, p) for p in queued)  # the row is not what the file meant: skip it
+                continue
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                yield start, Problem(
+                    start,
+                    f"row has {len(row)} fields, the header has {len(header)}",
+                    "quote fields that contain the delimiter or line breaks",
+                    kind="csv",
+                )
+                continue
+            yield start, {field: row[idx] for field, idx in columns.items()}
+        yield from ((p.line, p) for p in _take(bad, 1 << 62))
+
+
+def _take(queue: deque[Problem], upto: int) -> list[Problem]:
+    out = []
+    while queue and queue[0].line <= upto:
+        out.append(queue.popleft())
+    return out
 
 
 def _checked(path: Path) -> Path:
@@ -565,10 +932,38 @@ def _checked(path: Path) -> Path:
     return path
 
 
+def _is_json_array(path: Path) -> bool:
+    """Whether a JSON file is one array (else JSON Lines).
+
+    It is an array when its first non-blank character is `[`, unless its first line holds one complete
+    value and more text follows: that is JSON Lines whose first record happens to be an array.
+    """
+    with _open_binary(path) as f:
+        first = True
+        while raw := f.readline(_SNIFF_LINE):
+            text = raw.decode("utf-8", "replace").lstrip("\ufeff" if first else "")
+            first = False
+            if text.strip():
+                break
+        else:
+            return False
+        text = text.strip(" \t\r\n")
+        if not text.startswith("["):
+            return False
+        if len(raw) >= _SNIFF_LINE and not raw.endswith(b"\n"):
+            return True  # a first line this long: a one-line array
+        if _value_end(text, 0, eof=True) != len(text):
+            return True  # the value goes on past the first line (or the line holds more)
+        while chunk := f.read(4096):
+            if chunk.strip():
+                return False
+    return True
+
+
 def _records(path: Path, fmt: Format) -> Iterator[tuple[int, Any]]:
     if fmt.tabular:
         return _csv_rows(path)
-    return _json_array(path) if _first_char(path) == "[" else _json_lines(path)
+    return _json_array(path) if _is_json_array(path) else _json_lines(path)
 
 
 # -- public API ---------------------------------------------------------------------------------
@@ -587,7 +982,7 @@ def detect_format(path: str | Path) -> str:
         raise DataError(f"{path} is empty; give a file with examples")
     votes: Counter[str] = Counter()
     seen: list[str] = []
-    reader = _json_array(path) if first == "[" else _json_lines(path)
+    reader = _json_array(path) if _is_json_array(path) else _json_lines(path)
     for _, record in reader:
         if isinstance(record, dict):
             name = guess_record_format(record)
@@ -640,7 +1035,12 @@ def iter_records(path: str | Path, format: str = "auto") -> Iterator[tuple[int, 
             yield line, Problem(line, f"expected a JSON object, got {type(record).__name__}", "write one object")
             continue
         issues: Issues = []
-        example = fmt.parse(record, issues)
+        try:
+            example = fmt.parse(record, issues)
+        except Exception as err:  # noqa: BLE001 - one record the checker cannot handle must not hide the rest
+            what = f"could not check this record ({type(err).__name__}: {_printable(str(err))[:200]})"
+            yield line, Problem(line, what, "please report this tunewise bug with the line", kind="internal")
+            continue
         if issues or example is None:
             for what, fix in issues or [("record could not be read", "check it against the format")]:
                 yield line, Problem(line, what, fix)
