@@ -6,6 +6,9 @@ raises `TaskError` whose message names each bad field and its value.
 
 from __future__ import annotations
 
+import difflib
+import math
+import reprlib
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +22,62 @@ from tunewise.errors import TunewiseError
 
 class TaskError(TunewiseError):
     """A task file that cannot be used; the message says what and how to fix it."""
+
+
+SHOWN_CHARS = 80
+"""Longest value echoed in an error: a hostile file must not make a megabyte-long message."""
+
+_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 4, 6, SHOWN_CHARS, SHOWN_CHARS
+
+
+def shorten(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """repr(value), cut to `limit` characters with an ellipsis.
+
+    >>> shorten("x" * 200, 10)
+    "'xxxxxxxx…"
+    """
+    try:
+        text = repr(value[: limit + 1]) if isinstance(value, str) else _REPR.repr(value)
+    except ValueError:  # an int too long for str() (Python's 4,300-digit limit)
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """Message text (not a value: no quotes) cut to `limit` characters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_metric_name(name: str) -> str:
+    """A registered metric, or `module:function` / `path/to/file.py:function` (checked for form only:
+    the file's existence is checked by `load_task`, and nothing is imported before the run)."""
+    from tunewise.eval.metrics import METRICS
+
+    if name in METRICS:
+        return name
+    if ":" in name:
+        target, _, function = name.rpartition(":")
+        if not target or not function.isidentifier():
+            raise ValueError(f"custom metric {shorten(name)}: write module:function or path/to/file.py:function")
+        return name
+    close = difflib.get_close_matches(name, METRICS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(
+        f"unknown metric {shorten(name)}{hint}; valid metrics: {', '.join(METRICS)}, "
+        "or your own function as module:function or path/to/file.py:function"
+    )
+
+
+def custom_metric_file(name: str, base: Path) -> Path | None:
+    """The file a `path/to/file.py:function` metric names (resolved against `base`), else None."""
+    if name.count(":") < 1:
+        return None
+    target = name.rpartition(":")[0]
+    if not (target.endswith(".py") or "/" in target or "\\" in target):
+        return None  # module:function, found on the import path at run time
+    path = Path(target)
+    return path if path.is_absolute() else (base / path).resolve()
 
 
 class Goal(str, Enum):
@@ -43,7 +102,9 @@ class Change(str, Enum):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: `.inf`, `.nan` and the strings "inf"/"nan" are refused where they are read,
+    # not deep in a cost or a chart two minutes into a run.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Pricing(Strict):
@@ -90,7 +151,7 @@ class DataSpec(Strict):
     eval: Path | None = Field(None, description="held-out examples scored by the ladder")
     file: Path | None = Field(None, description="one file to split into train/eval")
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="share of `file` held out for eval")
-    seed: int = Field(0, description="seed for the split and every sampler")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed for the split and every sampler (numpy's range)")
     format: str = Field("auto", description="auto, chat, prompt_completion, alpaca, sharegpt, csv")
 
     @model_validator(mode="after")
@@ -144,6 +205,15 @@ class TrainSpec(Strict):
         10, gt=0, description="also checkpoint when this long has passed since the last save, so a kill loses at most this much; null: at epoch ends (or eval steps) only"
     )
     learning_curve: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0], description="train-split shares")
+
+    @field_validator("learning_curve")
+    @classmethod
+    def _shares(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not 0 < x <= 1]
+        if bad:
+            raise ValueError(f"shares must be in (0, 1]; got {', '.join(shorten(x) for x in bad[:5])}, "
+                             "e.g. [0.25, 0.5, 1.0]")
+        return v
     bf16: Literal["auto", "on", "off"] = "auto"
 
 
@@ -152,6 +222,16 @@ class LadderSpec(Strict):
         default_factory=lambda: ["zero_shot", "few_shot", "rag", "few_shot_rag", "lora", "lora_rag"],
         description="rungs to climb, cheapest first; rungs that need a corpus are skipped without one",
     )
+
+    @field_validator("rungs")
+    @classmethod
+    def _known_rungs(cls, v: list[str]) -> list[str]:
+        from tunewise.ladder.rungs import RUNGS  # imports this module: only at validation time
+
+        unknown = [name for name in v if name not in RUNGS]
+        if unknown:
+            raise ValueError(f"unknown rung {shorten(unknown[0])}; valid rungs: {', '.join(RUNGS)}")
+        return v
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)
     rag: RagSpec = Field(default_factory=RagSpec)
     max_new_tokens: int = Field(64, ge=1, le=4096)
@@ -202,6 +282,36 @@ class Task(Strict):
             raise ValueError("use letters, digits, '-', '_' or '.' only")
         return v
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        return check_metric_name(v)
+
+    @field_validator("extra_metrics")
+    @classmethod
+    def _known_extra_metrics(cls, v: list[str] | None) -> list[str] | None:
+        for name in v or []:
+            check_metric_name(name)
+        return v
+
+    @model_validator(mode="after")
+    def _metric_takes_options(self) -> "Task":
+        import inspect
+
+        from tunewise.eval.metrics import METRICS
+
+        given = sorted(self.metric_options)
+        if not given:
+            return self
+        if self.metric not in METRICS:
+            raise ValueError(f"metric_options: a custom metric takes no options; got {', '.join(given)}")
+        accepted = list(inspect.signature(METRICS[self.metric]).parameters)
+        unknown = [k for k in given if k not in accepted]
+        if unknown:
+            takes = f"takes only {', '.join(accepted)}" if accepted else "takes no options"
+            raise ValueError(f"metric_options: metric {self.metric!r} {takes}; got {shorten(', '.join(unknown))}")
+        return self
+
     def resolved(self, base: Path) -> "Task":
         """Paths relative to the task file become absolute."""
 
@@ -212,16 +322,174 @@ class Task(Strict):
         return self.model_copy(update={"data": data, "corpus": fix(self.corpus)})
 
 
-def _format_errors(err: ValidationError, raw: dict[str, Any]) -> list[str]:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+# -- reading YAML safely ------------------------------------------------------------------------------
+
+MAX_TASK_BYTES = 1_000_000
+"""A task file is a page of settings; a megabyte is a mistake or an attack, refused before parsing."""
+MAX_YAML_DEPTH = 50
+"""Nesting deeper than this is refused while composing (PyYAML's composer recurses)."""
+MAX_YAML_EXPANDED = 4 * MAX_TASK_BYTES
+"""Characters (plus one per node) a document may stand for once its aliases are expanded. Anchors
+reuse a value; the billion-laughs file uses them to multiply one, so every later reader (validation,
+error messages, task_to_yaml) would walk 10**9 strings."""
+MAX_NUMBER = 1e15
+"""Largest magnitude of any number in a task file: more is a typo, and overflows costs to inf."""
+
+
+class _YamlLimit(Exception):
+    pass
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses deep nesting while composing; `read_yaml` also bounds what the
+    aliases expand to. Timestamps stay strings (no task field is a date, and `2024-13-45` would be
+    a ValueError), and an integer too long for int() stays a string for validation to name."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _YamlLimit(f"nested more than {MAX_YAML_DEPTH} levels deep at line {mark.line + 1}; "
+                                 "flatten the structure")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            return node.value
+
+
+BoundedLoader.add_constructor("tag:yaml.org,2002:timestamp", BoundedLoader.construct_yaml_str)
+BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
+
+
+def _check_expansion(root: Any) -> None:
+    """Refuse a node graph whose aliases expand past MAX_YAML_EXPANDED or MAX_YAML_DEPTH, or refer to
+    themselves. Sizes are memoised per node, so this costs one visit of each distinct node."""
+    seen: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
+    open_nodes: set[int] = set()
+
+    def visit(node: Any, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if key in open_nodes:
+            raise _YamlLimit("an alias refers to its own anchor (a recursive structure); write the value out")
+        if key not in seen:
+            if depth > MAX_YAML_DEPTH:
+                raise _YamlLimit(f"aliases nest values more than {MAX_YAML_DEPTH} levels deep")
+            open_nodes.add(key)
+            if isinstance(node, yaml.ScalarNode):
+                children: list[Any] = []
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            else:
+                children = [n for pair in node.value for n in pair]
+            size, height = 1 + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0), 1
+            for child in children:
+                child_size, child_height = visit(child, depth + 1)
+                size, height = size + child_size, max(height, child_height + 1)
+                if size > MAX_YAML_EXPANDED:
+                    raise _YamlLimit(f"the YAML expands to more than {MAX_YAML_EXPANDED:,} characters through its "
+                                     "anchors and aliases (&name / *name); write the values out instead")
+            open_nodes.discard(key)
+            seen[key] = (size, height)
+        size, height = seen[key]
+        if depth + height - 1 > MAX_YAML_DEPTH:
+            raise _YamlLimit(f"aliases nest values more than {MAX_YAML_DEPTH} levels deep")
+        return size, height
+
+    visit(root, 1)
+
+
+def read_yaml(path: str | Path, max_bytes: int = MAX_TASK_BYTES) -> Any:
+    """The one YAML reader for files a user hands tunewise (task files, a run folder's config.yaml):
+    size-capped, UTF-8 with a clear error, safe tags only, aliases bounded. Raises TaskError.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as err:
+        raise TaskError(f"cannot read {path}: {err.strerror or err}") from None
+    if len(data) > max_bytes:
+        raise TaskError(f"{path}: too large for a settings file (over {max_bytes:,} bytes); "
+                        "point `data:` at the examples instead of pasting them in")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise TaskError(f"{path}: not UTF-8 (byte 0x{data[err.start]:02x} at line {line}); "
+                        "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+    loader = None
+    try:
+        loader = BoundedLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    except _YamlLimit as err:
+        raise TaskError(f"{path}: {err}") from None
+    except yaml.reader.ReaderError as err:  # a control character: say where, not "position 7"
+        line = text[: err.position].count("\n") + 1
+        raise TaskError(f"{path}: not valid YAML at line {line}: character #x{err.character:04x} is not "
+                        "allowed; delete it") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise TaskError(f"{path}: not valid YAML{at}: {_cut(getattr(err, 'problem', None) or str(err))}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as err:  # a constructor on odd input
+        raise TaskError(f"{path}: not valid YAML: {_cut(f'{type(err).__name__}: {err}')}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+# -- validation ---------------------------------------------------------------------------------------
+
+
+def _number_problems(value: Any, loc: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], str]:
+    """Non-finite or absurdly large numbers anywhere in the file, by location (metric_options only
+    needs finite: a JSON schema may hold any bound)."""
+    problems: dict[tuple[Any, ...], str] = {}
+    if isinstance(value, bool):
+        return problems
+    if isinstance(value, float) and not math.isfinite(value):
+        problems[loc] = f"Input should be a finite number (got {shorten(value)})"
+    elif isinstance(value, int | float) and loc[:1] != ("metric_options",) and abs(value) > MAX_NUMBER:
+        problems[loc] = f"too large (got {shorten(value)}); the largest accepted is {MAX_NUMBER:.0e}"
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            problems.update(_number_problems(v, (*loc, k)))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            problems.update(_number_problems(v, (*loc, i)))
+    return problems
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(shorten(p, 40).strip("'") if not isinstance(p, int) else str(p) for p in loc)
+
+
+def _format_errors(err: ValidationError | None, numbers: dict[tuple[Any, ...], str]) -> list[str]:
+    lines = [f"{_where(loc)}: {msg}" for loc, msg in numbers.items()]
+    for e in err.errors() if err else []:
+        loc = tuple(e["loc"])
+        if any(loc[: len(bad)] == bad for bad in numbers):
+            continue  # already said, more plainly
         value = e.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        shown = "" if isinstance(value, dict) or e["type"] == "value_error" else f" (got {shorten(value)})"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field; check the spelling against examples/*/task.yaml"
-        lines.append(f"{loc}: {msg}{shown}")
+        lines.append(f"{_where(loc)}: {msg}{shown}" if loc else f"{msg}{shown}")
     return lines
 
 
@@ -229,11 +497,18 @@ def parse_task(raw: Any, path: Path | None = None) -> Task:
     where = str(path) if path else "task"
     if not isinstance(raw, dict):
         raise TaskError(f"{where}: expected a YAML mapping of fields, got {type(raw).__name__}")
+    numbers = _number_problems(raw)
     try:
         task = Task.model_validate(raw)
+        error = None
+        # again after coercion: YAML 1.1 reads `1.0e300` (no exponent sign) as a string
+        numbers.update(_number_problems(task.model_dump(exclude={"path"})))
     except ValidationError as err:
-        problems = _format_errors(err, raw)
-        raise TaskError(f"{where}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)) from None
+        error = err
+    if error is not None or numbers:
+        problems = _format_errors(error, numbers)
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise TaskError(f"{where}: {len(problems)} problem(s):\n  " + "\n  ".join(shown)) from None
     base = path.parent.resolve() if path else Path.cwd()
     task = task.resolved(base)
     task.path = path.resolve() if path else None
@@ -241,26 +516,25 @@ def parse_task(raw: Any, path: Path | None = None) -> Task:
 
 
 def load_task(path: str | Path, check_files: bool = True) -> Task:
-    """Read and validate a task file. Relative data paths are relative to the file."""
+    """Read and validate a task file: every setting, and (check_files) that every file it names exists,
+    so nothing fails after model work began. Relative paths are relative to the file."""
     path = Path(path)
     if not path.is_file():
         raise TaskError(f"task file not found: {path} (see examples/intent/task.yaml for a template)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise TaskError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
-    task = parse_task(raw, path)
+    task = parse_task(read_yaml(path), path)
     if check_files:
+        base = path.parent.resolve()
+        named = [
+            ("data.train", task.data.train),
+            ("data.eval", task.data.eval),
+            ("data.file", task.data.file),
+            ("corpus", task.corpus),
+            ("metric", custom_metric_file(task.metric, base)),
+            *(("extra_metrics", custom_metric_file(m, base)) for m in task.extra_metrics or []),
+        ]
         missing = [
-            f"{label}: file not found: {p}"
-            for label, p in (
-                ("data.train", task.data.train),
-                ("data.eval", task.data.eval),
-                ("data.file", task.data.file),
-                ("corpus", task.corpus),
-            )
+            f"{label}: {'custom metric file' if 'metric' in label else 'file'} not found: {_cut(str(p))}"
+            for label, p in named
             if p is not None and not p.exists()
         ]
         if missing:

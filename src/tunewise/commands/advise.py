@@ -90,7 +90,7 @@ def command(task_path: str | None, interactive: bool, as_json: bool, **answers: 
         situation = ask(known=given)
     else:
         if task_path:
-            task = load_task(task_path, check_files=False)
+            task = load_task(task_path)  # the checks `run` makes: a task advised on is one that runs
             n_examples = given.get("n_examples", count_examples(task))
             if "n_examples" not in given and n_examples is not None:
                 notes.append(f"examples: counted {n_examples:,} training rows in the task's data (not audited; "
