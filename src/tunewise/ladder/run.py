@@ -169,8 +169,11 @@ def _read_jsonl(path: Path, fields: dict[str, Callable[[Any], bool]]) -> tuple[l
 
 
 def _lines(numbers: list[int]) -> str:
-    """>>> _lines([57]), _lines([3, 9])
-    ('line 57 is damaged', 'lines 3, 9 are damaged')"""
+    """How damaged line numbers read in a message (at most five shown).
+
+    >>> _lines([57]), _lines([3, 9])
+    ('line 57 is damaged', 'lines 3, 9 are damaged')
+    """
     shown = ", ".join(map(str, numbers[:5])) + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
     return f"line {shown} is damaged" if len(numbers) == 1 else f"lines {shown} are damaged"
 
