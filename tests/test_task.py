@@ -222,3 +222,49 @@ def test_advise_task_uses_the_same_validation(tmp_path, capsys):
         main(["advise", "--task", str(path), "--json"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "unknown metric 'acurracy'" in err and "unknown rung 'qlora'" in err
+
+
+# -- a task's examples (issue 16, item 4: run side) --------------------------------------------------
+
+
+def test_lone_surrogate_is_one_line_naming_file_line_and_fix(tmp_path):
+    from tunewise.data.formats import DataError
+    from tunewise.data.splits import load_splits
+
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
+    bad = '{"messages": [{"role": "user", "content": "a\\ud800b"}, {"role": "assistant", "content": "yo"}]}'
+    (tmp_path / "train.jsonl").write_text(f"{good}\n{bad}\n{good}\n", encoding="utf-8")
+    (tmp_path / "eval.jsonl").write_text(f"{good}\n", encoding="utf-8")
+    path = task_file(tmp_path, "name: x\ndata: {train: train.jsonl, eval: eval.jsonl}\n")
+    with pytest.raises(DataError) as err:
+        load_splits(load_task(path))
+    message = str(err.value)
+    (line,) = [x for x in message.splitlines() if "surrogate" in x]
+    assert str(tmp_path / "train.jsonl") in line and "line 2" in line and "fix:" in line
+    message.encode("utf-8")  # printable: the message itself holds no surrogate
+
+
+def test_examples_built_in_memory_are_checked_too(tmp_path):
+    from tunewise.data.example import Example
+
+    ex = Example([{"role": "system", "content": "ok"}, {"role": "user", "content": "x\udc80"}], "fine")
+    assert ex.lone_surrogate() == ("messages[1].content", "\\udc80")
+    assert Example([{"role": "user", "content": "😀"}], "a", references=["a", "b\ud83d"]).lone_surrogate() == (
+        "references[1]", "\\ud83d")
+    assert Example([{"role": "user", "content": "😀"}], "a").lone_surrogate() is None
+
+
+def test_load_splits_refuses_a_surrogate_any_reader_lets_through(tmp_path, monkeypatch):
+    from tunewise.data import splits
+    from tunewise.data.example import Example
+    from tunewise.data.formats import DataError
+
+    def reader(path, fmt):
+        yield 1, Example([{"role": "user", "content": "fine"}], "ok", line=1)
+        yield 3, Example([{"role": "user", "content": "q"}], "bad\ud800", line=3)
+
+    monkeypatch.setattr(splits, "iter_records", reader)
+    (tmp_path / "d.jsonl").write_text("")
+    task = load_task(task_file(tmp_path, "name: x\ndata: {file: d.jsonl}\n"))
+    with pytest.raises(DataError, match=r"d\.jsonl: line 3: lone surrogate \\ud800 in answer.*fix: write the character"):
+        splits.load_splits(task)

@@ -50,6 +50,27 @@ class Example:
                 return m["content"]
         return ""
 
+    def lone_surrogate(self) -> tuple[str, str] | None:
+        """(field, escape) of the first lone surrogate in the text a model would see, else None.
+
+        Half a UTF-16 pair (JSON's "\\ud800") decodes to a str no tokenizer can encode: the run
+        would crash at the first batch holding it, so loading refuses it instead.
+
+        >>> Example([{"role": "user", "content": "a\\ud800"}], "b").lone_surrogate()
+        ('messages[0].content', '\\\\ud800')
+        """
+        fields = [(f"messages[{i}].{k}", v) for i, m in enumerate(self.messages) for k, v in m.items()]
+        fields += [("answer", self.answer), ("source_id", self.source_id)]
+        fields += [(f"references[{i}]", r) for i, r in enumerate(self.references)]
+        for name, text in fields:
+            if not isinstance(text, str):
+                continue
+            try:
+                text.encode("utf-8")  # C speed; fails only on a surrogate
+            except UnicodeEncodeError as err:
+                return name, text[err.start].encode("utf-8", "backslashreplace").decode("ascii")
+        return None
+
     def to_chat(self) -> dict[str, Any]:
         """OpenAI chat fine-tuning format, with the extra fields kept."""
         row: dict[str, Any] = {"messages": [*self.messages, {"role": "assistant", "content": self.answer}]}

@@ -17,6 +17,14 @@ def _read(path: Path, fmt: str, problems: list[Problem]) -> list[Example]:
             if isinstance(item, Problem):
                 item.path = str(path)
                 problems.append(item)
+            elif (found := item.lone_surrogate()) is not None:  # whatever the reader let through
+                field, escape = found
+                problems.append(Problem(
+                    item.line or 0,
+                    f"lone surrogate {escape} in {field}: half of a UTF-16 pair, no tokenizer can encode it",
+                    "write the character itself, or both halves of the pair (\\ud83d\\ude00 is 😀), or delete it",
+                    str(path),
+                ))
             else:
                 examples.append(item)
     except DataError as err:  # the file as a whole (missing, unknown format): keep collecting
