@@ -414,3 +414,72 @@ def test_bundled_examples_audit_clean(name):
         assert report.warnings == []
     else:
         assert report.labels is None  # JSON records and free-text answers are not labels
+
+
+# -- hostile input (issue 16) ----------------------------------------------------------------------------
+
+
+def test_cli_reports_deep_nesting_huge_numbers_and_bad_part_types_in_both_files(tmp_path):
+    good = chat("q", "a")
+    bad_part = {"messages": [{"role": "user", "content": [{"type": ["text"]}]}, {"role": "assistant", "content": "a"}]}
+    train = write_jsonl(
+        tmp_path / "t.jsonl",
+        [good, "[" * 100_000, '{"a": ' * 5000 + "1" + "}" * 5000, bad_part, "{bad", '{"x": ' + "9" * 5000 + "}"],
+    )
+    evals = write_jsonl(tmp_path / "e.jsonl", [good, "[" * 100_000 + "]" * 100_000, '{"messages": "\\ud800"}'])
+    result = CliRunner().invoke(cli, ["audit", str(train), "--eval", str(evals), "--json"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    lines = {(p["path"], p["line"]) for p in data["errors"]}
+    assert lines == {(str(train), n) for n in (2, 3, 4, 5, 6)} | {(str(evals), n) for n in (2, 3)}
+
+
+def test_cli_prints_a_lone_surrogate_escaped(tmp_path, wide_console):
+    path = write_jsonl(tmp_path / "t.jsonl", [chat("q", "a"), '{"prompt": "\\ud800", "completion": 5, "x": "\\udfff"}'])
+    for args in ([], ["--json"]):
+        result = CliRunner().invoke(cli, ["audit", str(path), "--format", "prompt_completion", *args])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+        assert "lone surrogate" in result.output and "\\ud800" in result.output
+
+
+def test_errors_keep_the_first_of_each_kind_with_counts(tmp_path, monkeypatch):
+    from tunewise.data import audit as audit_module
+
+    monkeypatch.setattr(audit_module, "MAX_KEPT_PER_KIND", 5)
+    rows = [chat(f"question {i}", "a") for i in range(20)] + ["{not json"] * 30 + [{"messages": 3}] * 12
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    report = audit(path)
+    assert report.error_count == 42 and report.error_lines == 42
+    assert report.error_counts == {"json": 30, "record": 12}
+    assert [p.line for p in report.errors] == [21, 22, 23, 24, 25, 51, 52, 53, 54, 55]
+    assert report.summary()["errors"] == 42
+    result = CliRunner().invoke(cli, ["audit", str(path)])
+    assert "42 error(s) on 42 line(s)" in result.output and "32 more" in result.output
+
+
+def test_warnings_keep_the_first_of_each_kind_with_counts(tmp_path, monkeypatch):
+    from tunewise.data import audit as audit_module
+
+    monkeypatch.setattr(audit_module, "MAX_KEPT_PER_KIND", 3)
+    rows = rows_for([(LONG * 3, "b")] * 8 + [(q, "a") for q in distinct_inputs(10)] * 2)
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    report = audit(path, context_limit=50)
+    assert report.warning_counts["duplicate"] == 11 and len(report.duplicates) == 3
+    assert report.warning_counts["too_long"] == 8 and len(report.over_limit) == 3
+    big = [g for g in report.duplicates if g.count == 8]
+    assert big and len(big[0].lines) == 3  # a group keeps its first lines and its size
+    assert report.summary()["over_context_limit"] == 8 and report.summary()["duplicates"] == 10 + 7
+
+
+def test_audit_scan_memory_per_example_is_small(tmp_path):
+    """The fingerprints the audit keeps: about 170 bytes an example (docs/audit.md), not a dict entry each."""
+    import tracemalloc
+
+    rows = rows_for([(q, f"answer {i}") for i, q in enumerate(distinct_inputs(20_000))])
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    tracemalloc.start()
+    audit(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak / 20_000 < 400, f"{peak / 20_000:.0f} bytes an example"

@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from tunewise.data.audit import DEFAULT_PRICE_PER_1M, AuditReport, audit
+from tunewise.data.audit import DEFAULT_PRICE_PER_1M, MAX_KEPT_PER_KIND, AuditReport, audit
 from tunewise.data.formats import FORMATS
 from tunewise.ui import console, print_json
 
 MAX_WARNINGS_PER_KIND = 50
-"""The terminal shows this many warnings of each kind; --json has all of them."""
+"""The terminal shows this many errors and warnings of each kind; --json has the first
+MAX_KEPT_PER_KIND of each, and every count."""
 
 
 @click.command("audit")
@@ -68,25 +69,36 @@ def render(r: AuditReport) -> None:
     console.print(f"[bold]Audit[/bold] of {files}")
 
     if r.errors:
-        table = Table(title=f"Errors ({len(r.errors)})", title_style="bold red", show_lines=False)
+        table = Table(title=f"Errors ({r.error_count:,})", title_style="bold red", show_lines=False)
         for col in ("file", "line", "problem", "fix"):
             table.add_column(col, overflow="fold", justify="right" if col == "line" else "left")
+        shown: dict[str, int] = defaultdict(int)
         for p in r.errors:
-            table.add_row(Path(p.path).name if p.path else "", str(p.line) if p.line else "", p.what, p.fix)
+            shown[p.kind] += 1
+            if shown[p.kind] <= MAX_WARNINGS_PER_KIND:
+                table.add_row(Path(p.path).name if p.path else "", str(p.line) if p.line else "", p.what, p.fix)
+        hidden = r.error_count - sum(min(n, MAX_WARNINGS_PER_KIND) for n in shown.values())
+        if hidden:
+            kinds = ", ".join(f"{kind} {n:,}" for kind, n in r.error_counts.items())
+            table.add_row(
+                "", "", f"... {hidden:,} more (all errors by kind: {kinds})",
+                f"--json lists the first {MAX_KEPT_PER_KIND:,} of each kind",
+            )
         console.print(table)
 
     if r.warnings:
         by_kind: dict[str, list] = defaultdict(list)
         for w in r.warnings:
             by_kind[w.kind].append(w)
-        table = Table(title=f"Warnings ({len(r.warnings)})", title_style="bold yellow")
+        table = Table(title=f"Warnings ({sum(r.warning_counts.values()):,})", title_style="bold yellow")
         for col in ("kind", "warning", "fix"):
             table.add_column(col, overflow="fold")
         for kind, items in by_kind.items():
             for w in items[:MAX_WARNINGS_PER_KIND]:
                 table.add_row(kind, w.message, w.fix)
-            if len(items) > MAX_WARNINGS_PER_KIND:
-                table.add_row(kind, f"... {len(items) - MAX_WARNINGS_PER_KIND} more (see --json)", "")
+            total = r.warning_counts.get(kind, len(items))
+            if total > MAX_WARNINGS_PER_KIND:
+                table.add_row(kind, f"... {total - MAX_WARNINGS_PER_KIND:,} more (see --json)", "")
         console.print(table)
 
     stats = Table(title="Stats", show_header=False, title_style="bold")
@@ -99,14 +111,15 @@ def render(r: AuditReport) -> None:
         )
     counter = r.token_counter + (f" — {r.token_note}" if r.token_note else "")
     stats.add_row("token counts", counter)
-    stats.add_row("over context limit", f"{len(r.over_limit)} example(s) > {r.context_limit:,} tokens")
+    count = r.warning_counts.get
+    stats.add_row("over context limit", f"{count('too_long', 0):,} example(s) > {r.context_limit:,} tokens")
     if r.labels:
         counts = ", ".join(f"{label} {n}" for label, n in r.labels.counts.items())
         stats.add_row("labels", f"{len(r.labels.counts)} classes, max/min {r.labels.imbalance:.1f}x: {counts}")
-    groups = f"{len(r.duplicates)} / {len(r.near_duplicates)} / {len(r.conflicts)} group(s)"
+    groups = f"{count('duplicate', 0):,} / {count('near_duplicate', 0):,} / {count('conflict', 0):,} group(s)"
     stats.add_row("duplicates / near / conflicts", groups)
     if r.eval_path:
-        stats.add_row("train/eval leakage", f"{len(r.leakage)} eval example(s)")
+        stats.add_row("train/eval leakage", f"{count('leakage', 0):,} eval example(s)")
     t = r.training
     stats.add_row(
         "hosted training",
@@ -116,8 +129,10 @@ def render(r: AuditReport) -> None:
     stats.add_row("volume", r.volume.advice)
     console.print(stats)
 
-    if r.errors:
-        lines = len({(p.path, p.line) for p in r.errors})
-        console.print(f"[bold red]✗ {len(r.errors)} error(s) on {lines} line(s)[/]: fix them and rerun the audit.")
+    if not r.ok:
+        console.print(
+            f"[bold red]✗ {r.error_count:,} error(s) on {r.error_lines:,} line(s)[/]: fix them and rerun the audit."
+        )
     else:
-        console.print(f"[bold green]✓ no errors[/] ({len(r.warnings)} warning(s)); verdict: {r.volume.level}.")
+        warnings = sum(r.warning_counts.values())
+        console.print(f"[bold green]✓ no errors[/] ({warnings:,} warning(s)); verdict: {r.volume.level}.")

@@ -1,10 +1,12 @@
 """`tunewise audit`: everything wrong with a data file, reported at once, before any model runs.
 
-One streaming pass per file keeps fingerprints, not texts (about 300 bytes an example): hashes of the
-normalised input and answer, a 64-value MinHash signature of the input, and the token length. From
-them the audit reports, with line numbers:
+One streaming pass per file keeps fingerprints, not texts (about 170 bytes an example, in flat arrays):
+hashes of the normalised input and answer, a 64-value MinHash signature of the input (16 bits a
+value), the line and the token length. From them the audit reports, with line numbers:
 
-errors    every line that cannot be read (see `tunewise.data.formats`); the audit fails on any.
+errors    every line that cannot be read (see `tunewise.data.formats`); the audit fails on any. All are
+          counted; the first MAX_KEPT_PER_KIND of each kind are kept (so are warnings), so a file of
+          millions of bad lines needs no more memory than a clean one.
 warnings  exact duplicates (same normalised input and answer), near-duplicates (MinHash Jaccard of
           byte 4-grams >= 0.9, same answer), conflicts (same input, different answers), train/eval
           leakage (exact, or near with the same answer), examples over the context limit, label
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tunewise.data.example import Example
-from tunewise.data.formats import Problem, iter_records, resolve_format
+from tunewise.data.formats import PROBLEM_KINDS, Problem, iter_records, resolve_format
 from tunewise.data.tokens import TokenCounter, tokenizer_for
 from tunewise.errors import TunewiseError
 
@@ -38,6 +40,9 @@ NEAR_DUPLICATE_JACCARD = 0.9
 NUM_PERM, BANDS = 64, 8
 """MinHash size and LSH bands (8 rows each): a pair at Jaccard 0.9 becomes a candidate with p=0.99."""
 SHINGLE = 4
+MAX_KEPT_PER_KIND = 1000
+"""The report keeps the first this-many errors of each kind, and of each warning kind (groups, leaks,
+long examples, lines of one group), with full counts beside them."""
 LABEL_MAX_CLASSES = 50
 """Outputs look like labels when there are at most this many distinct ones ..."""
 LABEL_MAX_CHARS = 40
@@ -103,28 +108,33 @@ def minhash(text: str) -> np.ndarray:
 
 
 def similar_pairs(
-    signatures: np.ndarray, threshold: float = NEAR_DUPLICATE_JACCARD
+    signatures: np.ndarray, threshold: float = NEAR_DUPLICATE_JACCARD, rows: np.ndarray | None = None
 ) -> Iterator[tuple[int, int, float]]:
     """(i, j, similarity) with i < j for rows of (n, NUM_PERM) signatures at or above threshold.
 
+    `rows` limits the search to those row indices (default: all); i and j are always row indices of
+    `signatures`. Signatures may be uint32 or uint16 (the high 16 bits: equal by chance 1 in 65,536).
+
     Locality-sensitive hashing: rows that agree on a whole band of 8 values are candidates, and
-    candidates are confirmed on the full signature. Runs in about O(n log n).
+    candidates are confirmed on the full signature. Runs in about O(n log n), with O(n) temporaries.
     """
-    n = len(signatures)
-    rows = NUM_PERM // BANDS
+    rows = np.arange(len(signatures)) if rows is None else np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    per_band = NUM_PERM // BANDS
     seen: set[tuple[int, int]] = set()
     for band in range(BANDS):
-        cols = signatures[:, band * rows : (band + 1) * rows].astype(np.uint64)
-        keys = cols[:, 0].copy()
-        for c in range(1, rows):
-            keys = keys * np.uint64(0x100000001B3) ^ cols[:, c]
+        keys = np.zeros(n, dtype=np.uint64)
+        for c in range(band * per_band, (band + 1) * per_band):  # one column at a time: (n,) temporaries
+            keys = keys * np.uint64(0x100000001B3) ^ signatures[rows, c].astype(np.uint64)
         order = np.argsort(keys, kind="stable")
         ordered = keys[order]
+        del keys
         cuts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+        del ordered
         starts, ends = np.concatenate(([0], cuts)), np.concatenate((cuts, [n]))
         big = ends - starts > 1
         for s, e in zip(starts[big], ends[big]):
-            members = np.sort(order[s:e])
+            members = np.sort(rows[order[s:e]])
             sigs = signatures[members]
             if len(members) <= 64:
                 sim = (sigs[:, None, :] == sigs[None, :, :]).mean(axis=2)  # (m, m)
@@ -174,8 +184,14 @@ class Group:
 
     file: str
     lines: list[int]
+    """The group's lines in file order: the first MAX_KEPT_PER_KIND of them."""
     similarity: float = 1.0
     answers: list[str] = field(default_factory=list)  # conflicts: the differing answers, shortened
+    count: int = 0
+    """Lines in the whole group (len(lines) unless the group is longer than the lines kept)."""
+
+    def __post_init__(self) -> None:
+        self.count = self.count or len(self.lines)
 
 
 @dataclass
@@ -252,10 +268,17 @@ class AuditReport:
     labels: LabelStats | None
     volume: Volume
     training: TrainingEstimate
+    error_count: int = 0
+    """Every error found; `errors` keeps the first MAX_KEPT_PER_KIND of each kind."""
+    error_lines: int = 0
+    """Lines with at least one error."""
+    error_counts: dict[str, int] = field(default_factory=dict)  # Problem.kind -> errors of that kind
+    warning_counts: dict[str, int] = field(default_factory=dict)  # Finding.kind -> warnings, kept or not
+    extra_copies: dict[str, int] = field(default_factory=dict)  # duplicate/near_duplicate -> lines beyond the first
 
     @property
     def ok(self) -> bool:
-        return not self.errors
+        return not self.errors and not self.error_count
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, **asdict(self)}
@@ -270,13 +293,13 @@ class AuditReport:
             "formats": self.formats,
             "train_examples": self.train_examples,
             "eval_examples": self.eval_examples,
-            "errors": len(self.errors),
-            "warnings": len(self.warnings),
-            "duplicates": sum(len(g.lines) - 1 for g in self.duplicates),
-            "near_duplicates": sum(len(g.lines) - 1 for g in self.near_duplicates),
-            "conflicts": len(self.conflicts),
-            "leakage": len(self.leakage),
-            "over_context_limit": len(self.over_limit),
+            "errors": self.error_count,
+            "warnings": sum(self.warning_counts.values()),
+            "duplicates": self.extra_copies.get("duplicate", 0),
+            "near_duplicates": self.extra_copies.get("near_duplicate", 0),
+            "conflicts": self.warning_counts.get("conflict", 0),
+            "leakage": self.warning_counts.get("leakage", 0),
+            "over_context_limit": self.warning_counts.get("too_long", 0),
             "volume": self.volume.level,
             "token_counter": self.token_counter,
             "tokens": {role: asdict(stats) for role, stats in self.tokens.items()},
@@ -289,54 +312,59 @@ class AuditReport:
 # -- scanning -------------------------------------------------------------------------------------
 
 
-class _Signatures:
-    """A growable (n, NUM_PERM) uint32 array."""
-
-    def __init__(self) -> None:
-        self.data = np.empty((256, NUM_PERM), dtype=np.uint32)
-        self.n = 0
-
-    def append(self, sig: np.ndarray) -> None:
-        if self.n == len(self.data):
-            self.data = np.concatenate([self.data, np.empty_like(self.data)])
-        self.data[self.n] = sig
-        self.n += 1
-
-    def array(self) -> np.ndarray:
-        return self.data[: self.n]
-
-
 class _Scan:
-    """Fingerprints of one file, in bounded memory: hashes, signatures and lengths, never texts."""
+    """Fingerprints of one file in flat arrays (about 170 bytes an example), never texts or dicts.
 
-    def __init__(self, role: str, counter: TokenCounter, context_limit: int, train: _Scan | None = None):
-        self.role, self.counter, self.context_limit, self.train = role, counter, context_limit, train
+    Duplicates, conflicts and leakage are found afterwards by sorting the hashes; near-duplicates by
+    LSH over the signatures. Train and eval append to one signature store, so leakage needs no copy.
+    """
+
+    def __init__(self, role: str, counter: TokenCounter, context_limit: int, signatures: array, text_keys: bool):
+        self.role, self.counter, self.context_limit = role, counter, context_limit
         self.examples = 0
-        self.errors: list[Problem] = []
-        self.first: dict[int, tuple[int, int]] = {}  # input key -> (first line, answer key)
-        self.repeats: dict[int, list[int]] = {}  # input key -> later lines
-        self.conflicting: set[int] = set()
-        self.by_text: dict[int, tuple[int, int]] = {}  # turns-only key -> (first line, answer key)
-        self.signatures = _Signatures()  # one per distinct input key
-        self.sig_lines = array("q")
-        self.sig_answers = array("q")
-        self.lengths = array("q")
+        self.errors: list[Problem] = []  # the first MAX_KEPT_PER_KIND of each kind
+        self.error_counts: Counter[str] = Counter()
+        self.error_lines = 0
+        self._last_error_line = -1
+        self.keys = array("q")  # normalised system + turns
+        self.text_keys = array("q")  # normalised turns only (leakage); only when there is an eval file
+        self.answers = array("q")
+        self.lines = array("q")
+        self.lengths = array("i")
+        self.signatures = signatures  # (NUM_PERM x uint16) per example, shared with the other file
+        self.offset = len(signatures) // NUM_PERM  # this file's first row in the store
+        self.with_text_keys = text_keys
         self.over_limit: list[OverLimit] = []
+        self.over_limit_count = 0
         self.labels: Counter[str] | None = Counter()
-        self.leaks: list[Leak] = []
+
+    def error(self, problem: Problem, path: Path) -> None:
+        problem.path = str(path)
+        self.error_counts[problem.kind] += 1
+        if problem.line != self._last_error_line or not problem.line:
+            self.error_lines += 1
+            self._last_error_line = problem.line
+        if self.error_counts[problem.kind] <= MAX_KEPT_PER_KIND:
+            self.errors.append(problem)
 
     def add(self, ex: Example, line: int) -> None:
         self.examples += 1
         turns = normalize("\n".join(m["content"] for m in ex.turns))
-        answer = _key(normalize(ex.answer))
-        key = _key(normalize(ex.system or "") + "\x1f" + turns)  # same input under the same instructions
-        text_key = _key(turns)
+        self.keys.append(_key(normalize(ex.system or "") + "\x1f" + turns))  # same input, same instructions
+        if self.with_text_keys:
+            self.text_keys.append(_key(turns))
+        self.answers.append(_key(normalize(ex.answer)))
+        self.lines.append(line)
+        # the high 16 bits of each MinHash value: half the memory, equal by chance 1 in 65,536
+        self.signatures.frombytes((minhash(turns) >> np.uint32(16)).astype(np.uint16).tobytes())
 
         prompt_tokens, answer_tokens = self.counter.count_example(ex)
-        tokens = prompt_tokens + answer_tokens
+        tokens = min(prompt_tokens + answer_tokens, 2**31 - 1)
         self.lengths.append(tokens)
         if tokens > self.context_limit:
-            self.over_limit.append(OverLimit(self.role, line, tokens))
+            self.over_limit_count += 1
+            if len(self.over_limit) < MAX_KEPT_PER_KIND:
+                self.over_limit.append(OverLimit(self.role, line, tokens))
 
         label = ex.answer.strip()
         if self.labels is not None:
@@ -345,20 +373,8 @@ class _Scan:
             else:
                 self.labels[label] += 1
 
-        if self.train is not None and text_key in self.train.by_text:
-            train_line, train_answer = self.train.by_text[text_key]
-            self.leaks.append(Leak(line, train_line, "exact", 1.0, train_answer == answer))
-
-        if key in self.first:
-            self.repeats.setdefault(key, []).append(line)
-            if self.first[key][1] != answer:
-                self.conflicting.add(key)
-        else:
-            self.first[key] = (line, answer)
-            self.signatures.append(minhash(turns))
-            self.sig_lines.append(line)
-            self.sig_answers.append(answer)
-        self.by_text.setdefault(text_key, (line, answer))
+    def array(self, name: str) -> np.ndarray:
+        return np.frombuffer(getattr(self, name), dtype=np.int64)
 
     def label_counts(self) -> Counter[str] | None:
         if not self.labels or len(self.labels) > LABEL_MAX_CLASSES:
@@ -367,44 +383,96 @@ class _Scan:
             return None
         return self.labels
 
-    def groups(self) -> tuple[list[Group], list[Group]]:
-        """(duplicates, conflicts): exact same input, same or different answers."""
-        duplicates, conflicts = [], []
-        for key, later in self.repeats.items():
-            group = Group(self.role, [self.first[key][0], *later])
-            (conflicts if key in self.conflicting else duplicates).append(group)
-        return sorted(duplicates, key=lambda g: g.lines), sorted(conflicts, key=lambda g: g.lines)
+    def first_rows(self) -> np.ndarray:
+        """Indices (into this file) of the first example of every distinct input, in file order."""
+        return np.sort(np.unique(self.array("keys"), return_index=True)[1])
 
-    def near_duplicates(self) -> list[Group]:
-        """Groups (linked by similar pairs) of distinct inputs at Jaccard >= 0.9 with the same answer."""
-        parent = list(range(self.signatures.n))
+    def groups(self) -> tuple[list[Group], list[Group], dict[str, int]]:
+        """(duplicates, conflicts, counts): exact same input with the same or different answers.
+
+        The first MAX_KEPT_PER_KIND groups of each (by first line); counts has every group
+        (`duplicate`, `conflict`) and the lines beyond each duplicate group's first (`duplicate_copies`).
+        """
+        counts = {"duplicate": 0, "conflict": 0, "duplicate_copies": 0}
+        keys = self.array("keys")
+        if len(keys) < 2:
+            return [], [], counts
+        order = np.argsort(keys, kind="stable")  # stable: each group's lines stay in file order
+        ordered = keys[order]
+        new = np.ones(len(ordered), dtype=bool)
+        new[1:] = ordered[1:] != ordered[:-1]
+        del ordered
+        starts = np.flatnonzero(new)
+        sizes = np.diff(np.append(starts, len(keys)))
+        if not (sizes > 1).any():
+            return [], [], counts
+        group_of = np.cumsum(new) - 1
+        answers = self.array("answers")[order]
+        differs = answers != answers[starts][group_of]
+        conflict = np.bincount(group_of, weights=differs, minlength=len(starts)) > 0
+        del group_of, answers, differs
+        lines = self.array("lines")
+        first_line = lines[order[starts]]
+        out = []
+        for kind, mask in (("duplicate", (sizes > 1) & ~conflict), ("conflict", (sizes > 1) & conflict)):
+            chosen = np.flatnonzero(mask)
+            counts[kind] = len(chosen)
+            if kind == "duplicate":
+                counts["duplicate_copies"] = int((sizes[chosen] - 1).sum())
+            chosen = chosen[np.argsort(first_line[chosen], kind="stable")][:MAX_KEPT_PER_KIND]
+            out.append(
+                [
+                    Group(
+                        self.role,
+                        lines[order[starts[g] : starts[g] + min(int(sizes[g]), MAX_KEPT_PER_KIND)]].tolist(),
+                        count=int(sizes[g]),
+                    )
+                    for g in chosen
+                ]
+            )
+        return out[0], out[1], counts
+
+    def near_duplicates(self, store: np.ndarray) -> tuple[list[Group], int, int]:
+        """(groups, number of groups, lines beyond each group's first): distinct inputs linked by
+        similar pairs (Jaccard >= 0.9) with the same answer."""
+        rows = self.first_rows() + self.offset
+        answers = self.array("answers")
+        parent: dict[int, int] = {}
 
         def root(i: int) -> int:
+            parent.setdefault(i, i)
             while parent[i] != i:
                 parent[i] = parent[parent[i]]
                 i = parent[i]
             return i
 
-        pairs = [
-            (i, j, sim)
-            for i, j, sim in similar_pairs(self.signatures.array())
-            if self.sig_answers[i] == self.sig_answers[j]
-        ]
-        for i, j, _ in pairs:
-            parent[root(j)] = root(i)
-        lines: dict[int, set[int]] = {}
         lowest: dict[int, float] = {}
-        for i, j, sim in pairs:
+        pairs = []
+        for i, j, sim in similar_pairs(store, rows=rows):
+            if answers[i - self.offset] == answers[j - self.offset]:
+                pairs.append((i, j, sim))
+                parent[root(j)] = root(i)
+        members: dict[int, list[int]] = {}
+        for i in parent:
+            members.setdefault(root(i), []).append(i)
+        for i, _, sim in pairs:
             r = root(i)
-            lines.setdefault(r, set()).update((self.sig_lines[i], self.sig_lines[j]))
             lowest[r] = min(lowest.get(r, 1.0), sim)
-        groups = [Group(self.role, sorted(lines[r]), round(lowest[r], 3)) for r in lines]
-        return sorted(groups, key=lambda g: g.lines)
+        lines = self.array("lines")
+        groups = [
+            Group(self.role, sorted(int(lines[i - self.offset]) for i in group), round(lowest[r], 3))
+            for r, group in members.items()
+        ]
+        groups.sort(key=lambda g: g.lines)
+        copies = sum(len(g.lines) - 1 for g in groups)
+        for g in groups[:MAX_KEPT_PER_KIND]:
+            g.lines = g.lines[:MAX_KEPT_PER_KIND]
+        return groups[:MAX_KEPT_PER_KIND], len(groups), copies
 
     def token_stats(self) -> TokenStats | None:
         if not self.lengths:
             return None
-        lengths = np.frombuffer(self.lengths, dtype=np.int64)
+        lengths = np.frombuffer(self.lengths, dtype=np.int32).astype(np.int64)
         return TokenStats(
             examples=len(lengths),
             min=int(lengths.min()),
@@ -419,32 +487,48 @@ class _Scan:
 def _scan(path: Path, fmt: str, scan: _Scan) -> None:
     for line, item in iter_records(path, fmt):
         if isinstance(item, Problem):
-            item.path = str(path)
-            scan.errors.append(item)
+            scan.error(item, path)
         else:
             scan.add(item, line)
-    if scan.examples == 0 and not scan.errors:
-        scan.errors.append(Problem(0, "no examples in the file", "give a file with at least one record", str(path)))
+    if scan.examples == 0 and not scan.error_counts:
+        scan.error(Problem(0, "no examples in the file", "give a file with at least one record", kind="file"), path)
 
 
-def _near_leaks(train: _Scan, evals: _Scan) -> list[Leak]:
-    """Eval inputs similar (not identical) to a train input with the same answer."""
-    n_train = train.signatures.n
-    if not n_train or not evals.signatures.n:
-        return []
-    both = np.concatenate([train.signatures.array(), evals.signatures.array()])
-    exact = {leak.eval_line for leak in evals.leaks}
+def _leaks(train: _Scan, evals: _Scan, store: np.ndarray) -> tuple[list[Leak], int]:
+    """(the first MAX_KEPT_PER_KIND leaks by eval line, every leak counted).
+
+    Exact: an eval input (turns, any system prompt) equal to a train input; the first such train line.
+    Near: similar (Jaccard >= 0.9, not identical) to a train input with the same answer.
+    """
     found: dict[int, Leak] = {}
-    for i, j, sim in similar_pairs(both):
-        if i >= n_train or j < n_train:
-            continue  # both in the same file
-        e = j - n_train
-        eval_line = evals.sig_lines[e]
-        if eval_line in exact or train.sig_answers[i] != evals.sig_answers[e]:
-            continue
-        if eval_line not in found or sim > found[eval_line].similarity:
-            found[eval_line] = Leak(eval_line, train.sig_lines[i], "near", round(sim, 3), True)
-    return list(found.values())
+    train_text, eval_text = train.array("text_keys"), evals.array("text_keys")
+    train_lines, eval_lines = train.array("lines"), evals.array("lines")
+    train_answers, eval_answers = train.array("answers"), evals.array("answers")
+    exact = np.zeros(len(eval_text), dtype=bool)
+    if len(train_text) and len(eval_text):
+        unique, first = np.unique(train_text, return_index=True)
+        at = np.minimum(np.searchsorted(unique, eval_text), len(unique) - 1)
+        exact = unique[at] == eval_text
+        for e in np.flatnonzero(exact):
+            t = first[at[e]]
+            line = int(eval_lines[e])
+            same = bool(train_answers[t] == eval_answers[e])
+            found.setdefault(line, Leak(line, int(train_lines[t]), "exact", 1.0, same))
+    if train.examples and evals.examples:
+        rows = np.concatenate([train.first_rows() + train.offset, evals.first_rows() + evals.offset])
+        near: dict[int, Leak] = {}
+        for i, j, sim in similar_pairs(store, rows=rows):
+            if i >= evals.offset or j < evals.offset:
+                continue  # both in the same file
+            t, e = i - train.offset, j - evals.offset
+            line = int(eval_lines[e])
+            if exact[e] or train_answers[t] != eval_answers[e]:
+                continue
+            if line not in near or sim > near[line].similarity:
+                near[line] = Leak(line, int(train_lines[t]), "near", round(sim, 3), True)
+        found.update(near)
+    ordered = sorted(found.values(), key=lambda leak: leak.eval_line)
+    return ordered[:MAX_KEPT_PER_KIND], len(ordered)
 
 
 def _answers(path: Path, fmt: str, lines: set[int]) -> dict[int, str]:
@@ -481,7 +565,7 @@ def volume_verdict(n_examples: int) -> Volume:
 def training_estimate(lengths: list[int] | np.ndarray, price_per_1m: float) -> TrainingEstimate:
     """Hosted training tokens and cost: billed tokens per epoch x OpenAI's default epochs x price."""
     n = len(lengths)
-    per_epoch = int(sum(min(MAX_BILLED_TOKENS_PER_EXAMPLE, int(t)) for t in lengths))
+    per_epoch = int(np.minimum(np.asarray(lengths, dtype=np.int64), MAX_BILLED_TOKENS_PER_EXAMPLE).sum())
     epochs = default_epochs(n)
     rule = (
         f"OpenAI default epochs: {TARGET_EPOCHS}, or {MIN_TARGET_EXAMPLES}//n (max {MAX_DEFAULT_EPOCHS}) when "
@@ -512,54 +596,68 @@ def audit(
     counter = _resolve_counter(tokenizer)
     train_path = Path(train_path)
     formats = {"train": resolve_format(train_path, format)}
-    train = _Scan("train", counter, context_limit)
+    if eval_path is not None:
+        eval_path = Path(eval_path)
+        formats["eval"] = resolve_format(eval_path, format)
+    store = array("H")  # every example's signature, train then eval
+    train = _Scan("train", counter, context_limit, store, text_keys=eval_path is not None)
     _scan(train_path, formats["train"], train)
     scans = {"train": (train_path, train)}
     evals = None
     if eval_path is not None:
-        eval_path = Path(eval_path)
-        formats["eval"] = resolve_format(eval_path, format)
-        evals = _Scan("eval", counter, context_limit, train=train)
+        evals = _Scan("eval", counter, context_limit, store, text_keys=True)
         _scan(eval_path, formats["eval"], evals)
         scans["eval"] = (eval_path, evals)
+    signatures = np.frombuffer(store, dtype=np.uint16).reshape(-1, NUM_PERM)
 
     duplicates: list[Group] = []
     conflicts: list[Group] = []
     near: list[Group] = []
+    counts: Counter[str] = Counter()
+    copies: Counter[str] = Counter()
     for role, (path, scan) in scans.items():
-        dups, confl = scan.groups()
+        dups, confl, found = scan.groups()
+        counts["duplicate"] += found["duplicate"]
+        counts["conflict"] += found["conflict"]
+        copies["duplicate"] += found["duplicate_copies"]
         if confl:
             quoted = _answers(path, formats[role], {line for g in confl[:50] for line in g.lines})
             for g in confl:
                 g.answers = [quoted[line] for line in g.lines if line in quoted]
-        duplicates += dups
-        conflicts += confl
-        near += scan.near_duplicates()
-    leakage = []
+        near_groups, n_near, near_copies = scan.near_duplicates(signatures)
+        counts["near_duplicate"] += n_near
+        copies["near_duplicate"] += near_copies
+        duplicates += dups[: MAX_KEPT_PER_KIND - len(duplicates)]
+        conflicts += confl[: MAX_KEPT_PER_KIND - len(conflicts)]
+        near += near_groups[: MAX_KEPT_PER_KIND - len(near)]
+    leakage: list[Leak] = []
     if evals is not None:
-        leakage = sorted(evals.leaks + _near_leaks(train, evals), key=lambda leak: leak.eval_line)
+        leakage, counts["leakage"] = _leaks(train, evals, signatures)
+    counts["too_long"] = sum(scan.over_limit_count for _, scan in scans.values())
 
     labels = None
     train_labels = train.label_counts()
     if train_labels:
         eval_labels = (evals.labels if evals is not None else None) or Counter()
-        counts = dict(train_labels.most_common())
+        label_counts = dict(train_labels.most_common())
         labels = LabelStats(
-            counts=counts,
+            counts=label_counts,
             eval_counts=dict(eval_labels.most_common()),
-            imbalance=max(counts.values()) / min(counts.values()),
-            unseen_in_train=sorted(set(eval_labels) - set(counts)),
+            imbalance=max(label_counts.values()) / min(label_counts.values()),
+            unseen_in_train=sorted(set(eval_labels) - set(label_counts)),
         )
 
     tokens = {role: stats for role, (_, scan) in scans.items() if (stats := scan.token_stats())}
-    errors = [p for _, scan in scans.values() for p in scan.errors]
+    error_counts: Counter[str] = Counter()
+    for _, scan in scans.values():
+        error_counts.update(scan.error_counts)
     report = AuditReport(
         train_path=str(train_path),
         eval_path=None if eval_path is None else str(eval_path),
         formats=formats,
         train_examples=train.examples,
         eval_examples=evals.examples if evals is not None else 0,
-        errors=errors,
+        errors=[p for _, scan in scans.values() for p in scan.errors],
         warnings=[],
         duplicates=duplicates,
         near_duplicates=near,
@@ -569,18 +667,25 @@ def audit(
         token_counter=counter.source,
         token_note=counter.note,
         context_limit=context_limit,
-        over_limit=[o for _, scan in scans.values() for o in scan.over_limit],
+        over_limit=[o for _, scan in scans.values() for o in scan.over_limit][:MAX_KEPT_PER_KIND],
         labels=labels,
         volume=volume_verdict(train.examples),
-        training=training_estimate(np.frombuffer(train.lengths, dtype=np.int64), price_per_1m),
+        training=training_estimate(np.frombuffer(train.lengths, dtype=np.int32), price_per_1m),
+        error_count=sum(error_counts.values()),
+        error_lines=sum(scan.error_lines for _, scan in scans.values()),
+        error_counts={kind: error_counts[kind] for kind in PROBLEM_KINDS if error_counts[kind]},
+        extra_copies={kind: n for kind, n in copies.items() if n},
     )
     report.warnings = _warnings(report)
+    shown = Counter(w.kind for w in report.warnings)
+    report.warning_counts = {kind: counts.get(kind, n) for kind, n in shown.items()}
     return report
 
 
-def _lines(lines: list[int]) -> str:
+def _lines(lines: list[int], total: int | None = None) -> str:
+    total = len(lines) if total is None else total
     shown = ", ".join(map(str, lines[:12]))
-    return shown + (f" and {len(lines) - 12} more" if len(lines) > 12 else "")
+    return shown + (f" and {total - 12:,} more" if total > 12 else "")
 
 
 def _warnings(r: AuditReport) -> list[Finding]:
@@ -590,7 +695,7 @@ def _warnings(r: AuditReport) -> list[Finding]:
         out.append(
             Finding(
                 "duplicate",
-                f"{g.file} lines {_lines(g.lines)}: the same input and answer {len(g.lines)} times",
+                f"{g.file} lines {_lines(g.lines, g.count)}: the same input and answer {g.count:,} times",
                 "keep one copy: repeats overweight these examples",
                 g.file,
                 g.lines,
@@ -612,7 +717,7 @@ def _warnings(r: AuditReport) -> list[Finding]:
         out.append(
             Finding(
                 "conflict",
-                f"{g.file} lines {_lines(g.lines)}: the same input with different answers"
+                f"{g.file} lines {_lines(g.lines, g.count)}: the same input with different answers"
                 + (f" ({answers})" if answers else ""),
                 "decide the right answer and correct or drop the others",
                 g.file,

@@ -541,11 +541,13 @@ def _structure_problem(value: Any) -> tuple[str, str, str] | None:
                 f"nested more than {MAX_NESTING} levels deep (at `{_json_path(where[:5])}...`)",
                 "flatten the record: the formats need at most 5 levels",
             )
+        children = []
         for key, child in item.items() if isinstance(item, dict) else enumerate(item):
             if isinstance(key, str) and (at := find_lone_surrogate(key)) is not None:
                 return _surrogate(key[at], f"a key of `{_json_path(where)}`")
             if isinstance(child, (str, dict, list)):
-                stack.append((child, depth + 1, (*where, key)))
+                children.append((child, depth + 1, (*where, key)))
+        stack.extend(reversed(children))  # popped in file order: the first bad value is the one named
     return None
 
 
