@@ -526,3 +526,68 @@ def test_extra_metrics_get_their_own_table(results, tmp_path):
     assert all(html_of(r.title) not in table for r in done[1:])  # rungs without extra scores: no row
     assert f"| {done[0].title} | 0.21 (0.15–0.26) |" in markdown
     assert 'id="also-measured"' not in render_report(results, tmp_path / "plain")[0].read_text(encoding="utf-8")
+
+
+# --- results.json that does not add up (issue 16, item 9) ------------------------------------------
+
+
+def _write(tmp_path, results: Results) -> Path:
+    """results.json as a person or a bad disk might leave it: NaN written as the bare literal."""
+    data = results.model_dump(mode="python")
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(data, default=str))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: setattr(r.rungs[0].score, "value", float("nan")), "rungs.zero_shot.score.value: nan"),
+        (lambda r: setattr(r.rungs[0].score, "ci_low", 0.9), "rungs.zero_shot.score: ci_low 0.9 is above the score 0.71"),
+        (lambda r: setattr(r.rungs[0].score, "ci_high", 0.5), "rungs.zero_shot.score: ci_high 0.5 is below the score 0.71"),
+        (lambda r: setattr(r.rungs[0], "monthly_cost", float("inf")), "rungs.zero_shot.monthly_cost: inf"),
+        (lambda r: setattr(r.rungs[0], "p_value_vs_best", 1.5), "rungs.zero_shot.p_value_vs_best: 1.5 is not a probability"),
+        (lambda r: setattr(r.decision, "rung", "lora"), "decision.rung: 'lora' is not a rung of this run"),
+        (lambda r: setattr(r.decision, "rung", "rag"), "decision.rung: 'rag' did not finish (skipped)"),
+    ],
+)
+def test_cli_refuses_results_that_do_not_add_up(tmp_path, change, message):
+    results = minimal_results()
+    change(results)
+    _write(tmp_path, results)
+    out = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert out.exit_code == 1, out.output
+    assert message in out.output and "rerun the task" in out.output
+    assert len(out.output.strip().splitlines()) == 1 and "Traceback" not in out.output
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_results_problems_are_capped(tmp_path):
+    from tunewise.report.render import results_problems
+
+    results = minimal_results(rungs=[
+        RungResult(name=f"r{i}", title="R", score=Score(value=float("nan"), ci_low=0, ci_high=1, n=1)) for i in range(500)
+    ])
+    assert len(results_problems(results)) == 500
+    _write(tmp_path, results)
+    out = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert out.exit_code == 1 and "500 problem(s)" in out.output and "and 497 more" in out.output
+    assert len(out.output) < 1500
+
+
+def test_consistent_results_have_no_problems(results):
+    from tunewise.report.render import results_problems
+
+    assert results_problems(results) == []
+    assert results_problems(minimal_results()) == []
+
+
+def test_a_corpus_statistic_may_sit_outside_its_bootstrap_interval():
+    # macro-F1's resamples are biased, so its percentile interval need not hold the score: not a fault
+    from tunewise.report.render import results_problems
+
+    odd = Score(value=0.9, ci_low=0.91, ci_high=0.95, n=200)
+    results = minimal_results(metric="macro_f1")
+    results.rungs[0].score = odd
+    results.rungs[0].extra_scores = {"accuracy": odd}
+    assert results_problems(results) == ["rungs.zero_shot.extra_scores.accuracy: ci_low 0.91 is above the score 0.9"]

@@ -25,6 +25,7 @@ def _problems(err: ValidationError) -> str:
 def command(run: Path, out_dir: Path | None, as_json: bool) -> None:
     """Write report.html and report.md for RUN (a run folder, or its results.json)."""
     from tunewise.report import render_report
+    from tunewise.report.render import results_problems
 
     results_file = run / "results.json" if run.is_dir() else run
     try:
@@ -37,6 +38,13 @@ def command(run: Path, out_dir: Path | None, as_json: bool) -> None:
         ) from None
     except ValueError as err:  # not JSON at all
         raise click.ClickException(f"{results_file} is not valid JSON ({err}); rerun the task to rewrite it") from None
+    problems = results_problems(results)
+    if problems:  # refuse rather than draw a NaN bar or a verdict for a rung that is not there
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise click.ClickException(
+            f"{results_file} does not add up ({len(problems)} problem(s): {shown}); "
+            "rerun the task to rewrite it, or fix the file"
+        )
     html, markdown = render_report(results, out_dir or results_file.parent)
     if as_json:
         print_json({"html": str(html), "markdown": str(markdown)})

@@ -607,6 +607,100 @@ def md_cell(value: Any) -> str:
     return re.sub(r"\s*\n\s*", " ", md_text(value)).replace("|", r"\|")
 
 
+# --- results.json that does not add up ------------------------------------------------------------
+
+_COSTS_AND_TIMES = ("latency_p50_s", "latency_p95_s", "prompt_tokens", "output_tokens", "cost_per_1k",
+                    "monthly_cost", "upfront_cost", "horizon_cost")
+_P_VALUES = ("p_value_vs_best", "p_value_vs_previous", "p_value_vs_zero_shot")
+
+
+def _name(text: str) -> str:
+    """A name from the file, safe on one line: short, newlines escaped."""
+    shown = repr(text[:40]).strip("'\"")
+    return shown + ("…" if len(text) > 40 else "")
+
+
+def _is_mean(metric: str) -> bool:
+    """Whether `metric`'s score is a mean of per-example scores, whose percentile-bootstrap interval
+    always holds it. A corpus statistic's (macro-F1) may not: its resamples are biased."""
+    from tunewise.eval.metrics import METRICS
+
+    if metric not in METRICS:
+        return ":" in metric  # a custom function scores each example
+    try:
+        return METRICS[metric]().corpus is None
+    except Exception:  # noqa: BLE001 - a builder that needs options: cannot tell, so do not judge
+        return False
+
+
+def _score_problems(where: str, score: Any, mean: bool = True) -> list[str]:
+    values = {"value": score.value, "ci_low": score.ci_low, "ci_high": score.ci_high}
+    bad = [f"{where}.{k}: {v}, not a finite number" for k, v in values.items() if not math.isfinite(v)]
+    if bad or not mean:
+        return bad
+    slack = 1e-9  # the bootstrap's rounding, not a contradiction
+    if score.ci_low > score.value + slack:
+        bad.append(f"{where}: ci_low {score.ci_low:g} is above the score {score.value:g}")
+    if score.ci_high < score.value - slack:
+        bad.append(f"{where}: ci_high {score.ci_high:g} is below the score {score.value:g}")
+    if score.n < 0:
+        bad.append(f"{where}.n: {score.n} examples")
+    return bad
+
+
+def results_problems(results: Results) -> list[str]:
+    """What in a results.json cannot be true: non-finite numbers, a score outside its own confidence
+    interval, a p-value outside [0, 1], a decision naming a rung the run does not have or did not
+    finish. `tunewise report` refuses such a file rather than draw it as if it were sound.
+
+    A run never writes these (it cannot score NaN); a hand edit, a merge or a bad disk can.
+    """
+    problems: list[str] = []
+
+    def finite(where: str, value: float | None) -> None:
+        if value is not None and not math.isfinite(value):
+            problems.append(f"{where}: {value}, not a finite number")
+
+    finite("target", results.target)
+    finite("wall_s", results.wall_s)
+    means = {m: _is_mean(m) for m in {results.metric, *results.extra_metric_names()}}
+    names = [r.name for r in results.rungs]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"rungs: {_name(name)!r} appears {names.count(name)} times")
+    for rung in results.rungs:
+        where = f"rungs.{_name(rung.name)}"
+        if rung.score is not None:
+            problems += _score_problems(f"{where}.score", rung.score, means[results.metric])
+        for metric, score in rung.extra_scores.items():
+            problems += _score_problems(f"{where}.extra_scores.{_name(metric)}", score, means[metric])
+        for key in _COSTS_AND_TIMES:
+            finite(f"{where}.{key}", getattr(rung, key))
+        for key in (*_P_VALUES, "retrieval_recall"):
+            value = getattr(rung, key)
+            if value is not None and not -1e-9 <= value <= 1 + 1e-9:  # NaN fails this too
+                problems.append(f"{where}.{key}: {value} is not a probability (0 to 1)")
+    decision = results.decision
+    if decision is not None and decision.rung is not None:
+        chosen = results.rung(decision.rung)
+        if chosen is None:
+            problems.append(f"decision.rung: {_name(decision.rung)!r} is not a rung of this run "
+                            f"(rungs: {', '.join(_name(n) for n in names[:8]) or 'none'})")
+        elif chosen.status != "done":
+            problems.append(f"decision.rung: {_name(decision.rung)!r} did not finish ({chosen.status})")
+    for i, be in enumerate(results.break_even):
+        finite(f"break_even.{i}.calls_per_month", be.calls_per_month)
+    curve = results.learning_curve
+    for i, point in enumerate(curve.points if curve else []):
+        problems += _score_problems(f"learning_curve.points.{i}.score", point.score, means[results.metric])
+    for probe in results.forgetting.probes if results.forgetting else []:
+        where = f"forgetting.{_name(probe.name)}"
+        problems += _score_problems(f"{where}.base", probe.base, False)  # the probe's metric is not recorded
+        problems += _score_problems(f"{where}.finetuned", probe.finetuned, False)
+        for key in ("delta", "delta_ci_low", "delta_ci_high"):
+            finite(f"{where}.{key}", getattr(probe, key))
+    return problems
+
+
 def render_report(results: Results, out_dir: Path) -> tuple[Path, Path]:
     """Write report.html and report.md into out_dir (atomically); return their paths."""
     out_dir = Path(out_dir)
