@@ -84,3 +84,48 @@ def test_the_server_gives_all_views_of_one_base_one_worker_and_answers_each_righ
     for t in threads:
         t.join(60)
     assert results == expected
+
+
+def test_load_runs_puts_every_lora_run_and_the_fallback_on_one_base(tmp_path):
+    """Two LoRA runs on the tiny model, served with the router's fallback: one copy of the base where
+    there were three, and each run still answers what the ladder recorded."""
+    import json
+
+    from conftest import write_jsonl
+    from test_finetune import build_model, build_tokenizer, sound_examples
+
+    from tunewise.ladder.run import RunOptions, run_ladder
+    from tunewise.serve.app import weights_of
+    from tunewise.serve.config import BASE_NAME, load_runs
+    from tunewise.task import parse_task
+
+    tiny = tmp_path / "tiny"
+    tokenizer = build_tokenizer()
+    build_model(tokenizer).save_pretrained(tiny)
+    tokenizer.save_pretrained(tiny)
+    rows = [ex.to_chat() for ex in sound_examples(24)]
+    train, evals = write_jsonl(tmp_path / "train.jsonl", rows), write_jsonl(tmp_path / "eval.jsonl", rows[:6])
+    run_dirs = []
+    for name, rate in (("tiny_a", 0.01), ("tiny_b", 0.03)):
+        task = parse_task({
+            "name": name, "model": str(tiny), "data": {"train": str(train), "eval": str(evals)},
+            "ladder": {"rungs": ["lora"], "max_new_tokens": 4, "batch_size": 4},
+            "train": {"method": "lora", "epochs": 1, "batch_size": 4, "learning_rate": rate, "max_length": 64, "bf16": "off"},
+            "model_options": {"bf16": "off"},
+        }, tmp_path / f"{name}.yaml")
+        results = run_ladder(task, RunOptions(rungs=["lora"], evidence=False, report=False, out_dir=tmp_path / "runs"), log=lambda m: None)
+        run_dirs.append(tmp_path / "runs" / results.run_id)
+
+    said: list[str] = []
+    configs = load_runs(run_dirs, with_base=True, log=said.append)
+    assert any("one copy of the base model for 2 adapter(s) and the plain model (instead of 3)" in line for line in said), said
+    models = [configs[n].prepared.model for n in ("tiny_a", "tiny_b", BASE_NAME)]
+    assert weights_of(models[0]) is weights_of(models[1]) is weights_of(models[2])
+    separate = load_runs(run_dirs, with_base=True, log=lambda m: None, share_base=False)
+    assert weights_of(separate["tiny_a"].prepared.model) is not weights_of(separate["tiny_b"].prepared.model)
+
+    for name, run_dir in zip(("tiny_a", "tiny_b"), run_dirs):
+        recorded = [json.loads(line) for line in (run_dir / "predictions" / "lora.jsonl").read_text().splitlines()]
+        config = configs[name]
+        served = [config.prepared.model.generate([config.prepared.build([{"role": "user", "content": r["input"]}]).messages], 4)[0].text for r in recorded]
+        assert served == [r["prediction"] for r in recorded], name
