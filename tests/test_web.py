@@ -199,10 +199,13 @@ def test_only_registered_metrics_and_known_task_files_run(client, isolated):
     folder.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load((INTENT / "task.yaml").read_text())
     raw["data"] = {"train": str(INTENT / "train.jsonl"), "eval": str(INTENT / "eval.jsonl")}
+    marker = isolated / "imported"
+    (isolated / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef score(prediction, example):\n    return 1.0\n")
     raw["metric"] = str(isolated / "evil.py") + ":score"
     (folder / "sneaky.yaml").write_text(yaml.safe_dump(raw))
     r = client.post("/run/start", data={"task": "web:sneaky"})
     assert r.status_code == 400 and "not registered" in r.text
+    assert not marker.exists()  # refused without importing the file
     for key in ("web:../../etc/passwd", "file:/tmp/x", "example:nope"):
         assert client.post("/run/start", data={"task": key}).status_code == 400
 

@@ -85,8 +85,14 @@ def test_from_the_form_to_the_playground(browser, server, tmp_path):
     assert browser.current_url == f"{server.url}/new"  # the token became a cookie and left the URL
     shots("1-new")
 
-    # New decision: the bundled example, the audit, answers that move the advice and the cost.
-    by_id("use-example").click()
+    # New decision: the bundled intent data uploaded through the form, the audit, answers that move
+    # the advice and the cost.
+    for field, name in (("train", "train.jsonl"), ("eval", "eval.jsonl")):
+        browser.find_element(By.CSS_SELECTOR, f"input[type=file][data-target={field}]").send_keys(str(EXAMPLES / "intent" / name))
+        wait.until(lambda b: b.find_element(By.ID, field).get_attribute("value").endswith(name))
+        assert "/web/uploads/" in by_id(field).get_attribute("value")  # stored in the app's own folder
+    assert "uploaded" in by_id("upload-status").text
+    by_id("check-data").click()
     wait.until(EC.presence_of_element_located((By.ID, "decision-form")))
     audit = by_id("audit").text
     assert "493 examples" in audit and "200 held out" in audit

@@ -248,6 +248,12 @@ def draft_from_form(form: dict[str, list[str]]) -> Any:
     if bad:
         raise UserError(f"unknown rung(s) {', '.join(bad)}; valid rungs: {', '.join(RUNGS)}")
     name = one(form, "name") or None
+    if name is None and train.is_relative_to((web_home() / "uploads").resolve()):
+        from tunewise.commands.init import GENERIC_STEMS, safe_name
+
+        # An upload's folder is a random token: name the task after the file, or a plain default.
+        stem = safe_name(train.stem)
+        name = stem if stem and stem.lower() not in GENERIC_STEMS else "my-task"
     if name is not None and not NAME.match(name):
         raise UserError(f"task name {name!r}: use letters, digits, '-', '_' or '.' only")
     draft = suggest_task(train, evals, corpus, business, name=name, metric=metric, rungs=rungs or None)
