@@ -131,6 +131,7 @@ def test_an_uploaded_file_feeds_the_setup_page(client):
     r = client.get("/new/setup", params={"train": path})
     assert r.status_code == 200
     assert "no eval file" in r.text
+    assert "small.jsonl (uploaded)" in r.text and 'id="name" name="name" type="text" value="small"' in r.text
 
 
 # -- new decision ----------------------------------------------------------------------------------

@@ -124,6 +124,13 @@ def data_path(raw: str, what: str, required: bool = True) -> Path | None:
     return path.resolve()
 
 
+def data_label(path: Path) -> str:
+    """How a data file is named on the page: `intent/train.jsonl`, or `train.jsonl (uploaded)`."""
+    if path.is_relative_to((web_home() / "uploads").resolve()):
+        return f"{path.name} (uploaded)"
+    return f"{path.parent.name}/{path.name}"
+
+
 def tasks_dir() -> Path:
     folder = web_home() / "tasks"
     folder.mkdir(parents=True, exist_ok=True)
@@ -440,6 +447,7 @@ def build_web_app(token: str | None = None, max_upload_bytes: int = DEFAULT_MAX_
             request,
             "setup.html",
             audit=report,
+            data_label=data_label(draft.train),
             goals=[g.value for g in Goal],
             changes=[c.value for c in Change],
             questions={q.field: q.text.split(" (")[0] for q in QUESTIONS},
