@@ -216,7 +216,8 @@ def test_a_run_from_the_form_to_the_playground(client, isolated):
     first = start(client, "web:intent-web")
     second = start(client, "example:intent", limit="16")  # waits: one run at a time
     waiting = client.get(second + "/state").json()
-    assert waiting["status"] == "queued" or waiting["status"] in FINAL or waiting["position"] == 0
+    assert waiting["status"] == "queued" and waiting["position"] == 1  # the first takes seconds to start
+    assert 'hx-trigger="every 2s"' in client.get("/run").text  # the queue refreshes itself while busy
     state = wait_for(client, first)
     assert state["status"] == "finished", state
     assert state["run_id"].startswith("intent-web-") and state["decision"]
@@ -228,6 +229,7 @@ def test_a_run_from_the_form_to_the_playground(client, isolated):
     assert "event: state" in events and events.rstrip().endswith("event: end\ndata: {}")
     client.post(second + "/cancel")  # no need to train LoRA on the bundled example here
     assert wait_for(client, second)["status"] == "cancelled"
+    assert 'hx-trigger="every 2s"' not in client.get("/run").text  # and stops when nothing is left
 
     run_id = state["run_id"]
     runs = client.get("/runs").text
