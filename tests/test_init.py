@@ -138,3 +138,26 @@ def test_interactive_answers_fill_the_business_block(tmp_path, monkeypatch):
     assert task.business.requirements_change.value == "yearly"
     assert [g.value for g in task.business.goals] == ["format", "cost"]
     assert task.business.latency_budget_ms == 300
+
+
+def test_a_csv_of_free_text_gets_chrf_and_loads(tmp_path):
+    rows = ["input,output"] + [f'"Summarise note {i}","The customer asked about invoice {i} and we agreed to send a corrected copy by Friday."' for i in range(50)]
+    data = tmp_path / "notes.csv"
+    data.write_text("\n".join(rows) + "\n")
+    draft = suggest_task(data)
+    assert (draft.look.format, draft.look.examples, draft.metric, draft.name) == ("csv", 50, "chrf", "notes")
+    out = tmp_path / "notes.yaml"
+    out.write_text(render_task_yaml(draft, out))
+    task = load_task(out)
+    assert task.metric == "chrf" and task.data.format == "csv"
+    assert task.ladder.max_new_tokens > 20  # room for the long answers
+
+
+def test_unreadable_data_is_one_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"foo": 1}\n{"bar": 2}\n')
+    with pytest.raises(SystemExit) as err:
+        main(["init", str(bad), "-o", str(tmp_path / "t.yaml"), "--no-interactive"])
+    assert err.value.code == 2
+    assert "cannot detect the data format" in capsys.readouterr().err
+    assert not (tmp_path / "t.yaml").exists()
