@@ -268,3 +268,9 @@ def test_load_splits_refuses_a_surrogate_any_reader_lets_through(tmp_path, monke
     task = load_task(task_file(tmp_path, "name: x\ndata: {file: d.jsonl}\n"))
     with pytest.raises(DataError, match=r"d\.jsonl: line 3: lone surrogate \\ud800 in answer.*fix: write the character"):
         splits.load_splits(task)
+
+
+def test_lone_surrogate_in_the_task_file_is_refused(tmp_path):
+    # the escape is valid YAML, but the system prompt would crash the tokenizer at the first request
+    with pytest.raises(TaskError, match=r"system_prompt: lone surrogate \\ud800 .*write the character itself"):
+        load_task(task_file(tmp_path, BASE + 'system_prompt: "be brief \\ud800"\n'))

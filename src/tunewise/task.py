@@ -324,14 +324,15 @@ class Task(Strict):
 
 # -- reading YAML safely ------------------------------------------------------------------------------
 
-MAX_TASK_BYTES = 1_000_000
-"""A task file is a page of settings; a megabyte is a mistake or an attack, refused before parsing."""
+MAX_TASK_BYTES = 256_000
+"""A task file is a page of settings (the bundled ones are under 3 KB); more is a mistake or an
+attack, refused before parsing (PyYAML reads about a megabyte a second)."""
 MAX_YAML_DEPTH = 50
 """Nesting deeper than this is refused while composing (PyYAML's composer recurses)."""
-MAX_YAML_EXPANDED = 4 * MAX_TASK_BYTES
-"""Characters (plus one per node) a document may stand for once its aliases are expanded. Anchors
-reuse a value; the billion-laughs file uses them to multiply one, so every later reader (validation,
-error messages, task_to_yaml) would walk 10**9 strings."""
+MAX_ALIAS_GROWTH = 100_000
+"""Characters (plus one per node) aliases may add to what the file spells out. Anchors reuse a
+value; the billion-laughs file uses them to multiply one, so every later reader (validation, error
+messages, task_to_yaml) would walk 10**9 strings."""
 MAX_NUMBER = 1e15
 """Largest magnitude of any number in a task file: more is a typo, and overflows costs to inf."""
 
@@ -372,12 +373,14 @@ BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_y
 
 
 def _check_expansion(root: Any) -> None:
-    """Refuse a node graph whose aliases expand past MAX_YAML_EXPANDED or MAX_YAML_DEPTH, or refer to
-    themselves. Sizes are memoised per node, so this costs one visit of each distinct node."""
+    """Refuse a node graph whose aliases grow it by over MAX_ALIAS_GROWTH or nest it past MAX_YAML_DEPTH,
+    or refer to themselves. Sizes are memoised per node, so this costs one visit of each distinct node."""
     seen: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
     open_nodes: set[int] = set()
+    written = 0  # size of the distinct nodes visited so far: what the file itself spells out
 
     def visit(node: Any, depth: int) -> tuple[int, int]:
+        nonlocal written
         key = id(node)
         if key in open_nodes:
             raise _YamlLimit("an alias refers to its own anchor (a recursive structure); write the value out")
@@ -392,11 +395,12 @@ def _check_expansion(root: Any) -> None:
             else:
                 children = [n for pair in node.value for n in pair]
             size, height = 1 + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0), 1
+            written += size
             for child in children:
                 child_size, child_height = visit(child, depth + 1)
                 size, height = size + child_size, max(height, child_height + 1)
-                if size > MAX_YAML_EXPANDED:
-                    raise _YamlLimit(f"the YAML expands to more than {MAX_YAML_EXPANDED:,} characters through its "
+                if size > written + MAX_ALIAS_GROWTH:  # a subtree holds at most `written` distinct units
+                    raise _YamlLimit(f"the YAML expands by more than {MAX_ALIAS_GROWTH:,} characters through its "
                                      "anchors and aliases (&name / *name); write the values out instead")
             open_nodes.discard(key)
             seen[key] = (size, height)
@@ -457,9 +461,18 @@ def read_yaml(path: str | Path, max_bytes: int = MAX_TASK_BYTES) -> Any:
 
 def _number_problems(value: Any, loc: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], str]:
     """Non-finite or absurdly large numbers anywhere in the file, by location (metric_options only
-    needs finite: a JSON schema may hold any bound)."""
+    needs finite: a JSON schema may hold any bound), and lone surrogates: YAML's "\\ud800" escape
+    reads as half a UTF-16 pair, which no tokenizer can encode."""
     problems: dict[tuple[Any, ...], str] = {}
     if isinstance(value, bool):
+        return problems
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            escape = value[err.start].encode("utf-8", "backslashreplace").decode("ascii")
+            problems[loc] = (f"lone surrogate {escape} at character {err.start + 1} (half of a UTF-16 pair); "
+                             "write the character itself, or both halves of the pair, or delete it")
         return problems
     if isinstance(value, float) and not math.isfinite(value):
         problems[loc] = f"Input should be a finite number (got {shorten(value)})"
@@ -468,6 +481,8 @@ def _number_problems(value: Any, loc: tuple[Any, ...] = ()) -> dict[tuple[Any, .
     elif isinstance(value, dict):
         for k, v in value.items():
             problems.update(_number_problems(v, (*loc, k)))
+            if isinstance(k, str):
+                problems.update({(*loc, k): f"{msg} (in the key)" for msg in _number_problems(k).values()})
     elif isinstance(value, list):
         for i, v in enumerate(value):
             problems.update(_number_problems(v, (*loc, i)))
@@ -515,6 +530,15 @@ def parse_task(raw: Any, path: Path | None = None) -> Task:
     return task
 
 
+def _missing(path: Path, label: str) -> str | None:
+    """Why `path` cannot be used, or None when it exists."""
+    what = "custom metric file" if "metric" in label else "file"
+    try:
+        return None if path.exists() else f"{what} not found: {_cut(str(path))}"
+    except OSError as err:  # a name too long for the file system, a permission on the way
+        return f"{what} cannot be checked ({err.strerror or err}): {_cut(str(path))}"
+
+
 def load_task(path: str | Path, check_files: bool = True) -> Task:
     """Read and validate a task file: every setting, and (check_files) that every file it names exists,
     so nothing fails after model work began. Relative paths are relative to the file."""
@@ -532,11 +556,7 @@ def load_task(path: str | Path, check_files: bool = True) -> Task:
             ("metric", custom_metric_file(task.metric, base)),
             *(("extra_metrics", custom_metric_file(m, base)) for m in task.extra_metrics or []),
         ]
-        missing = [
-            f"{label}: {'custom metric file' if 'metric' in label else 'file'} not found: {_cut(str(p))}"
-            for label, p in named
-            if p is not None and not p.exists()
-        ]
+        missing = [f"{label}: {problem}" for label, p in named if p is not None and (problem := _missing(p, label))]
         if missing:
             raise TaskError(f"{path}: " + "; ".join(missing))
     return task

@@ -27,15 +27,19 @@ def stdin_is_terminal() -> bool:
 def count_examples(task: Task) -> int | None:
     """Training rows in a JSONL or CSV data file (not audited); None for other formats or no file."""
     path: Path | None = task.data.train or task.data.file
-    if path is None or not path.is_file():
-        return None
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            rows = sum(1 for line in f if line.strip())
-    elif path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            rows = max(sum(1 for _ in csv.reader(f)) - 1, 0)  # minus the header
-    else:
+    try:
+        if path is None or not path.is_file():
+            return None
+        # errors="replace": a count, not an audit; a bad byte must not stop the advice
+        if path.suffix == ".jsonl":
+            with path.open(encoding="utf-8", errors="replace") as f:
+                rows = sum(1 for line in f if line.strip())
+        elif path.suffix == ".csv":
+            with path.open(encoding="utf-8", errors="replace", newline="") as f:
+                rows = max(sum(1 for _ in csv.reader(f)) - 1, 0)  # minus the header
+        else:
+            return None
+    except (OSError, csv.Error):  # unreadable, or a field over csv's limit: `tunewise audit` says which
         return None
     if task.data.file is not None:
         rows = round(rows * (1 - task.data.eval_fraction))
