@@ -208,6 +208,16 @@ def test_read_yaml_is_the_one_safe_reader_for_run_folders(tmp_path):
     assert read_yaml(path) == {"a": 1}
 
 
+def test_parse_yaml_reads_text_as_read_yaml_reads_files():
+    from tunewise.task import parse_yaml
+
+    assert parse_yaml("name: x\nwhen: 2024-01-01\n") == {"name": "x", "when": "2024-01-01"}
+    with pytest.raises(TaskError, match="^form: the YAML expands"):
+        parse_yaml(alias_bomb(), "form")
+    with pytest.raises(TaskError, match="^form: not valid YAML at line 1"):
+        parse_yaml("a: !!python/name:os.system x\n", "form")
+
+
 def test_advise_task_uses_the_same_validation(tmp_path, capsys):
     from tunewise.cli import main
 

@@ -431,6 +431,15 @@ def read_yaml(path: str | Path, max_bytes: int = MAX_TASK_BYTES) -> Any:
         line = data[: err.start].count(b"\n") + 1
         raise TaskError(f"{path}: not UTF-8 (byte 0x{data[err.start]:02x} at line {line}); "
                         "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, where: str | Path = "task") -> Any:
+    """YAML text, read as `read_yaml` reads a file (safe tags, nesting and aliases bounded); `where`
+    starts every error message. Raises TaskError."""
+    path = where
+    if len(text) > MAX_TASK_BYTES:
+        raise TaskError(f"{path}: too large for a settings file (over {MAX_TASK_BYTES:,} characters)")
     loader = None
     try:
         loader = BoundedLoader(text)
