@@ -1,6 +1,6 @@
 """Peak memory of `tunewise audit` on a ~300 MB valid JSONL file and ~300 MB of bad lines (`--json`).
 
-    python bench/bench_audit.py [--mb 300] [--dir /tmp]
+    python bench/bench_audit.py [--mb 300] [--dir /tmp] [--only valid|bad]
 
 Both files are generated in a temporary folder (deleted at the end), with a fixed seed:
   valid  chat records of ~330 bytes (system prompt, an 18-word question, an 8-word answer): ~1M examples
@@ -17,6 +17,7 @@ audit stays under 300 MB peak RSS on either file.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import subprocess
@@ -40,7 +41,7 @@ BASELINE = (
     "        try:\n"
     "            json.loads(raw)\n"
     "            n += 1\n"
-    "        except ValueError:\n"
+    "        except (ValueError, RecursionError):\n"  # invalid JSON or UTF-8, huge integers; deep nesting
     "            pass\n"
     "print(n)\n"
 )
@@ -106,11 +107,11 @@ def write_bad(path: Path, size: int, rng: random.Random) -> int:
     return n
 
 
-def measure(command: list[str]) -> tuple[float, float, int, str]:
+def measure(command: list[str], stdout: Path | None = None) -> tuple[float, float, int, str]:
     """(peak RSS MiB, seconds, exit code, last line of stderr) of one child process."""
     start = time.perf_counter()
-    with tempfile.TemporaryFile() as err:
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+    with tempfile.TemporaryFile() as err, open(stdout or os.devnull, "wb") as out:
+        child = subprocess.Popen(command, stdout=out, stderr=err)
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
@@ -122,6 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=300, help="size of each generated file in MB (default 300)")
     parser.add_argument("--dir", help="where to generate the files (default: the system temp folder)")
+    parser.add_argument("--only", choices=["valid", "bad"], help="measure one of the two files")
     args = parser.parse_args()
     rng = random.Random(16)
     size = args.mb * 1_000_000
@@ -136,6 +138,8 @@ def main() -> None:
             ("valid", write_valid, [], 0),
             ("bad lines", write_bad, ["--format", "chat"], 1),
         ):
+            if args.only and not name.startswith(args.only):
+                continue
             path = Path(folder) / f"{name.replace(' ', '_')}.jsonl"
             start = time.perf_counter()
             lines = writer(path, size, rng)
@@ -143,7 +147,8 @@ def main() -> None:
             print(f"\n{name}: {mib:.0f} MiB, {lines:,} lines (generated in {time.perf_counter() - start:.0f} s)")
             rss, secs, code, _ = measure([sys.executable, "-c", BASELINE, str(path)])
             print(f"  baseline  python json.loads per line: {rss:6.0f} MiB peak RSS, {secs:5.0f} s")
-            rss, secs, code, tail = measure([*AUDIT, str(path), "--json", *extra])
+            report_path = Path(folder) / "report.json"
+            rss, secs, code, tail = measure([*AUDIT, str(path), "--json", *extra], stdout=report_path)
             verdict = "ok" if rss * 2**20 < TARGET_MB * 1e6 and code == expected else "FAIL"
             failed |= verdict != "ok"
             print(
@@ -153,6 +158,12 @@ def main() -> None:
             )
             if code not in (0, 1):
                 print(f"  stderr: {tail}")
+            else:
+                report = json.loads(report_path.read_text(encoding="utf-8"))
+                print(
+                    f"  the report: {report['train_examples']:,} examples, {report['error_count']:,} errors on "
+                    f"{report['error_lines']:,} lines {report['error_counts']}, {len(report['errors']):,} errors kept"
+                )
             path.unlink()
     sys.exit(1 if failed else 0)
 

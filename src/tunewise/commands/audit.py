@@ -80,10 +80,8 @@ def render(r: AuditReport) -> None:
         hidden = r.error_count - sum(min(n, MAX_WARNINGS_PER_KIND) for n in shown.values())
         if hidden:
             kinds = ", ".join(f"{kind} {n:,}" for kind, n in r.error_counts.items())
-            table.add_row(
-                "", "", f"... {hidden:,} more (all errors by kind: {kinds})",
-                f"--json lists the first {MAX_KEPT_PER_KIND:,} of each kind",
-            )
+            more = f"... {hidden:,} more (all errors by kind: {kinds})"
+            table.add_row("", "", more, f"--json lists the first {MAX_KEPT_PER_KIND:,} of each kind")
         console.print(table)
 
     if r.warnings:
