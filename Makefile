@@ -41,6 +41,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_generation.py
 	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_audit.py
 
 clean:
 	rm -rf $(VENV) runs
