@@ -125,7 +125,7 @@ def find_lone_surrogate(text: str) -> int | None:
     JSON's `"\\ud800"` escape decodes to one; it cannot be encoded as UTF-8, so a tokenizer or a
     UTF-8 writer fails on it. A valid escape pair decodes to one character and is fine.
 
-    >>> find_lone_surrogate("ok \U0001f600"), find_lone_surrogate("ab\ud800")
+    >>> find_lone_surrogate("ok \\U0001f600"), find_lone_surrogate("ab\\ud800")
     (None, 2)
     """
     if text.isascii():
