@@ -3,6 +3,11 @@ with retrieved documents, built exactly like the `rag` rung's prompt).
 
 Both share one adapter, trained once per run under <run>/train/ and reused after that (also by the
 learning curve's 100% point and by `tunewise serve`).
+
+The rungs generate the way a single adapter is deployed: folded into the base weights
+(`merge_and_unload`), so each layer runs one matmul instead of base + LoRA A + LoRA B. Greedy answers
+are the same as the unmerged PEFT wrapper's (tests/test_export.py checks it on the tiny model), and
+bench/bench_merge.py measures the speed difference.
 """
 
 from __future__ import annotations
@@ -30,10 +35,20 @@ def generation_options(task: Any) -> dict[str, Any]:
     return {**local, "max_batch_size": task.ladder.batch_size}
 
 
-def finetuned_model(adapter_path: Path, task: Any) -> ChatModel:
-    """A ChatModel over the base with the adapter (or over the fully fine-tuned model), loaded once."""
+def merge_adapter(model: Any) -> Any:
+    """A PEFT model with its LoRA weights folded into the base (a plain transformers model); any
+    other model unchanged. The base is fp32 here (`load_finetuned`), so the fold adds no rounding
+    beyond fp32's own: W + s * B @ A is computed once instead of at every forward pass."""
+    from peft import PeftModel
+
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+def finetuned_model(adapter_path: Path, task: Any, merge: bool = True) -> ChatModel:
+    """A ChatModel over the fine-tuned weights, loaded once: the adapter merged into the base (as
+    deployed), or with `merge=False` the PEFT wrapper (base + adapter computed separately)."""
     options = generation_options(task)
-    key = f"{Path(adapter_path).resolve()}|{sorted(options.items())}"
+    key = f"{Path(adapter_path).resolve()}|merge={merge}|{sorted(options.items())}"
     model = _LOADED.get(key)
     if model is None:
         from tunewise.finetune.train import load_finetuned
@@ -41,6 +56,8 @@ def finetuned_model(adapter_path: Path, task: Any) -> ChatModel:
         from tunewise.models.resolve import model_name
 
         weights, tokenizer = load_finetuned(adapter_path, task.model)
+        if merge:
+            weights = merge_adapter(weights)
         name = f"{model_name(task.model)}+{Path(adapter_path).parent.name}"
         model = TransformersModel(weights, tokenizer, name, **options)
         _LOADED[key] = model
