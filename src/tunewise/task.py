@@ -171,6 +171,9 @@ class ModelOptions(Strict):
     max_concurrency: int | None = Field(None, ge=1, description="parallel HTTP requests")
     bf16: Literal["auto", "on", "off"] | None = Field(None, description="bf16 autocast for local models")
     max_batch_tokens: int | None = Field(None, ge=1, description="token budget of one generation batch")
+    engine: Literal["transformers", "vllm"] | None = Field(
+        None, description="generation engine for local models: transformers (default, anywhere) or vllm (CUDA, `pip install 'tunewise[vllm]'`)"
+    )
 
 
 class FewShotSpec(Strict):

@@ -48,8 +48,17 @@ def finetuned_model(adapter_path: Path, task: Any, merge: bool = True) -> ChatMo
     """A ChatModel over the fine-tuned weights, loaded once: the adapter merged into the base (as
     deployed), or with `merge=False` the PEFT wrapper (base + adapter computed separately)."""
     options = generation_options(task)
-    key = f"{Path(adapter_path).resolve()}|merge={merge}|{sorted(options.items())}"
+    key = f"{Path(adapter_path).resolve()}|merge={merge}|{task.model_options.engine}|{sorted(options.items())}"
     model = _LOADED.get(key)
+    if model is None and task.model_options.engine == "vllm":
+        # vLLM serves a LoRA adapter through its own LoRA kernels (how it would be deployed there);
+        # a full fine-tune is a model folder of its own.
+        from tunewise.models.vllm_engine import VLLMModel
+
+        is_adapter = (Path(adapter_path) / "adapter_config.json").is_file()
+        spec = task.model if is_adapter else str(adapter_path)
+        model = VLLMModel.from_spec(spec, adapter=adapter_path if is_adapter else None, **options)
+        _LOADED[key] = model
     if model is None:
         from tunewise.finetune.train import load_finetuned
         from tunewise.models.hf import TransformersModel

@@ -42,7 +42,9 @@ SPEC_KINDS = {
     "hub": "a Hugging Face hub id ORG/NAME (from the HF cache when offline)",
 }
 
-HF_OPTIONS = {"device", "bf16", "max_batch_tokens", "max_batch_size", "adapter", "trust_remote_code"}
+HF_OPTIONS = {"device", "bf16", "max_batch_tokens", "max_batch_size", "adapter", "trust_remote_code", "engine"}
+ENGINES = ("transformers", "vllm")
+"""Generation engines for local models (`engine` option): transformers anywhere, vllm on CUDA (an extra)."""
 OPENAI_OPTIONS = {"base_url", "api_key_env", "max_concurrency", "max_retries", "timeout"}
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -133,6 +135,13 @@ def load_model(spec: str = "embedded", **opts: Any) -> ChatModel:
     wrong = sorted(set(opts) - HF_OPTIONS)
     if wrong:
         raise TunewiseError(f"option(s) {', '.join(wrong)} only apply to API models (openai:NAME or base_url)")
+    engine = opts.pop("engine", None) or "transformers"
+    if engine not in ENGINES:
+        raise TunewiseError(f"model_options.engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine == "vllm":
+        from tunewise.models.vllm_engine import VLLMModel
+
+        return VLLMModel.from_spec(spec, **opts)
     from tunewise.models.hf import TransformersModel
 
     return TransformersModel.from_spec(spec, **opts)
