@@ -4,6 +4,7 @@ Pure: numpy and scipy only, no torch, no files, no models. The ladder, the repor
 study (bench/sim_decision.py) and the tests all call the same functions. Method: docs/decision.md.
 """
 
+from tunewise.decision.sequential import LookRecord, Sequential, Stopped, sequential
 from tunewise.decision.verdict import (
     Candidate,
     PairComparison,
@@ -16,6 +17,10 @@ from tunewise.decision.verdict import (
 
 __all__ = [
     "Candidate",
+    "LookRecord",
+    "Sequential",
+    "Stopped",
+    "sequential",
     "PairComparison",
     "Verdict",
     "choose",

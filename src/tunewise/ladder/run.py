@@ -602,9 +602,8 @@ def margin_for(task: Task, best_value: float) -> float:
 
 
 def rung_verdict(state: RunState, rungs: list[RungResult], size: int | None = None, level: float | None = None) -> Any:
-    """The decision core's verdict on these rungs' first `size` answers (docs/decision.md)."""
+    """The decision core's verdict on these rungs' first `size` answers, in one look (docs/decision.md)."""
     from tunewise.decision import Candidate, choose
-    from tunewise.eval.stats import bootstrap_replicates
 
     task, metric = state.task, state.metric
     sizes = {r.name: min(size or len(state.per_example[r.name]), len(state.per_example[r.name])) for r in rungs}
@@ -615,17 +614,8 @@ def rung_verdict(state: RunState, rungs: list[RungResult], size: int | None = No
     ]
     sign = 1.0 if metric.higher_is_better else -1.0
     margin = margin_for(task, max(values.values(), key=lambda v: sign * v))
-
-    replicates = None
-    if metric.corpus is not None:
-
-        def replicates(a: str, b: str, n: int) -> np.ndarray:
-            stat_a = metric.corpus_statistic(state.predictions[a][:n], state.ctx.eval[:n])
-            stat_b = metric.corpus_statistic(state.predictions[b][:n], state.ctx.eval[:n])
-            return bootstrap_replicates(np.zeros(n), 2000, state.ctx.seed, lambda idx: stat_a(idx) - stat_b(idx))
-
     return choose(
-        candidates, margin, task.ladder.alpha, task.target, metric.higher_is_better, level=level, replicates=replicates
+        candidates, margin, task.ladder.alpha, task.target, metric.higher_is_better, level=level, replicates=_replicates(state)
     )
 
 
@@ -829,82 +819,90 @@ def _climb(
     store: RunStore,
     results: Results,
 ) -> tuple[dict[str, RungResult], Any, list[Look]]:
-    """Score the rungs look by look and decide (docs/decision.md, "Adaptive evaluation").
+    """Score the rungs look by look and decide (decision/sequential.py, docs/decision.md).
 
-    Every look scores each remaining rung on the next share of the eval set, then asks the decision
-    core at that look's share of alpha. A rung shown worse than a rival by more than the margin is
-    no longer scored; once the verdict cannot change, scoring stops. Rerunning replays the same
-    looks over the saved answers, so a resumed run reaches the same verdict.
+    The decision core drives the looks; this supplies `measure`, which scores a rung on the first
+    `size` eval examples: read back from an earlier session, or generated now (only the answers
+    still missing). Rerunning replays the same looks over the saved answers, so a resumed run
+    reaches the verdict a live one did.
     """
-    from tunewise.decision import spending_schedule
+    from tunewise.decision import Candidate, sequential
 
     task, n = state.task, len(state.ctx.eval)
     sizes = look_sizes(n, task.ladder.adaptive and not options.full)
-    spend = spending_schedule(task.ladder.alpha, [s / n for s in sizes])
     rung_dir = state.run_dir / "rungs"
     done: dict[str, RungResult] = {}
-    active = list(names)
-    used: dict[str, int] = {}  # eval examples each rung's verdict rests on
-    stopped_vs_best: dict[str, Any] = {}
-    verdict, looks = None, []
-    for k, size in enumerate(sizes):
-        for i, name in enumerate(names):
-            if name not in active:
-                continue
-            if k == 0 and not options.all_rungs:
-                skipped = _skip_dearer(state, [m for m in names[i:] if m in active], done)
-                if skipped:
-                    done.update(skipped)
-                    active = [m for m in active if m not in skipped]
-                    break
-            result = done.get(name)
-            if result is None:
-                cached = rung_dir / f"{name}.json"
-                result = _restore(state, name, cached, log) if cached.exists() else None
-            if result is None or (result.status == "done" and (result.scored_examples or n) < size):
-                result = run_rung(state, name, progress, size, previous=result)
-                atomic_write_text(rung_dir / f"{name}.json", result.model_dump_json(indent=2))
-            done[name] = result
-            if result.status != "done":
-                active.remove(name)
-                continue
-            result.meets_target = meets_target(task, state.metric, result.score.value)
-            used[name] = size
-            store.record_rung(results.run_id, name, result.status, result.score.value if result.score else None)
-            results.rungs = list(done.values())
-            save_results(results, state.run_dir)
-        live = [done[m] for m in active if m in done and done[m].status == "done"]
-        if not live:
-            break
-        level = spend[k] / len(live)
-        verdict = rung_verdict(state, live, size, level)
-        last = k == len(sizes) - 1
-        dropped = [] if last or verdict.settled else [m for m in verdict.excluded if m in active]
-        looks.append(Look(examples=size, level=level, dropped=dropped, settled=verdict.settled))
+
+    def measure(name: str, size: int) -> Candidate | None:
+        if name not in done and not options.all_rungs:  # the stop rule, before a rung's first answer
+            skipped = _skip_dearer(state, [m for m in names[names.index(name) :] if m not in done], done)
+            done.update(skipped)
+        result = done.get(name)
+        if result is not None and result.status != "done":
+            return None
+        if result is None:
+            cached = rung_dir / f"{name}.json"
+            result = _restore(state, name, cached, log) if cached.exists() else None
+        if result is None or (result.status == "done" and (result.scored_examples or n) < size):
+            result = run_rung(state, name, progress, size, previous=result)
+            atomic_write_text(rung_dir / f"{name}.json", result.model_dump_json(indent=2))
+        done[name] = result
+        if result.status != "done" or result.score is None:
+            return None
+        result.meets_target = meets_target(task, state.metric, result.score.value)
+        store.record_rung(results.run_id, name, result.status, result.score.value)
+        results.rungs = list(done.values())
+        save_results(results, state.run_dir)
+        return Candidate(
+            name, result.title, state.per_example[name][:size], cost=result.horizon_cost or 0.0, value=_metric_value(state, name, size)
+        )
+
+    def on_look(look: Any) -> None:
         if len(sizes) > 1:
-            what = "the verdict cannot change" if verdict.settled else (f"dropped {', '.join(dropped)}" if dropped else "continuing")
-            log(f"look {k + 1}/{len(sizes)} at {size} of {n} eval examples: {what}")
-        for m in dropped:
-            rival = done[verdict.excluded_by[m]]
-            done[m].stopped = (
-                f"scored {size} of {n} eval examples, then shown worse than {rival.title} by more than "
-                f"the margin at look {k + 1}, so adaptive evaluation stopped scoring it"
-            )
-            stopped_vs_best[m] = verdict.vs_best.get(m)
-            active.remove(m)
-        if verdict.settled or last:
-            break
+            what = "the verdict cannot change" if look.settled else (f"dropped {', '.join(look.dropped)}" if look.dropped else "continuing")
+            log(f"look at {look.examples} of {n} eval examples: {what}")
+
+    sign = 1.0 if state.metric.higher_is_better else -1.0
+    out = sequential(
+        names,
+        sizes,
+        measure,
+        alpha=task.ladder.alpha,
+        margin=lambda live: margin_for(task, max((c.metric_value() for c in live), key=lambda v: sign * v)),
+        target=task.target,
+        higher_is_better=state.metric.higher_is_better,
+        replicates=_replicates(state),
+        on_look=on_look,
+    )
+    for name, info in out.stopped.items():
+        done[name].stopped = (
+            f"scored {info.examples} of {n} eval examples, then shown worse than {done[info.rival].title} by "
+            f"more than the margin at look {info.look + 1}, so adaptive evaluation stopped scoring it"
+        )
     # The verdict rests on each rung's first `used` answers: show those scores, not the extra answers
     # an earlier --full run may have saved, so a replay prints what a live adaptive run printed.
     for name, r in done.items():
-        if r.status == "done" and name in state.per_example and len(state.per_example[name]) > used.get(name, n):
-            _truncate(state, r, used[name])
-    if verdict is not None:
-        for m, pc in stopped_vs_best.items():
-            if pc is not None:
-                verdict.vs_best[m] = pc
-                verdict.status[m] = "worse"
-    return done, verdict, looks
+        if r.status == "done" and name in state.per_example and len(state.per_example[name]) > out.used.get(name, n):
+            _truncate(state, r, out.used[name])
+    looks = [Look(examples=lk.examples, level=lk.level, dropped=lk.dropped, settled=lk.settled) for lk in out.looks]
+    # Rungs the stop rule skipped after the loop's last call keep their place in the table.
+    ordered = {name: done[name] for name in names if name in done}
+    return ordered, out.verdict, looks
+
+
+def _replicates(state: RunState) -> Any:
+    """Bootstrap replicates of a corpus-level metric's difference (macro-F1); None for a mean."""
+    metric = state.metric
+    if metric.corpus is None:
+        return None
+    from tunewise.eval.stats import bootstrap_replicates
+
+    def replicates(a: str, b: str, n: int) -> np.ndarray:
+        stat_a = metric.corpus_statistic(state.predictions[a][:n], state.ctx.eval[:n])
+        stat_b = metric.corpus_statistic(state.predictions[b][:n], state.ctx.eval[:n])
+        return bootstrap_replicates(np.zeros(n), 2000, state.ctx.seed, lambda idx: stat_a(idx) - stat_b(idx))
+
+    return replicates
 
 
 def _truncate(state: RunState, r: RungResult, size: int) -> None:
@@ -964,22 +962,18 @@ def open_run(run_dir: Path | str, options: RunOptions | None = None) -> tuple[Ta
     The config saved in the run folder is the source of truth, so a run can be served or exported
     after the original task file moved or changed.
     """
-    import yaml
-
     from tunewise.ladder.results import load_results
-    from tunewise.task import parse_task
+    from tunewise.task import TaskError, parse_task, read_yaml
 
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise TunewiseError(f"{run_dir} is not a run folder (no config.yaml); list runs with `tunewise runs`")
     try:
-        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        what = getattr(err, "problem", None) or type(err).__name__
-        raise DamagedRunError(f"{config} is damaged ({what}{at}); rerun the task to rewrite it") from None
+        # The same bounded reader as task files: a run folder can come from anywhere.
+        raw = read_yaml(config)
+    except TaskError as err:
+        raise DamagedRunError(f"{config} is damaged ({err}); rerun the task to rewrite it") from None
     try:
         task = parse_task(raw, config)
     except TunewiseError as err:
