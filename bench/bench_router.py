@@ -1,7 +1,7 @@
 """Memory of serving N LoRA routes plus the router's base fallback: one model per route (before) vs
 N adapters on one copy of the base (serve/adapters.py), in the same run.
 
-    python bench/bench_router.py                  # N = 1, 2, 4 routes on the embedded model; ~2 min
+    python bench/bench_router.py                  # N = 1, 2, 4 routes on the embedded model; ~6 min
     python bench/bench_router.py --routes 3 --json bench-router.json
 
 Each (mode, N) runs in a fresh process, which loads what `tunewise serve RUN_1..RUN_N --router` holds:

@@ -1,7 +1,7 @@
 """Time to first token of `stream: true` requests: real token streaming vs the old behaviour (the
 whole answer generated first, then sent in pieces), in the same run, through the real HTTP server.
 
-    python bench/bench_stream.py                  # 8 requests per mode and workload; ~3 min on 2 CPU cores
+    python bench/bench_stream.py                  # 8 requests per mode and workload; ~10 min on 2 shared CPU cores
     python bench/bench_stream.py --requests 16 --json bench-stream.json
 
 One server, the embedded model, two model names over the same weights: `stream` uses the model's
