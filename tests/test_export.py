@@ -437,3 +437,42 @@ def test_export_command_errors_are_one_clear_line(run_dir, tmp_path):
     assert default.exit_code == 0, default.output
     assert "start: vllm serve ./base --served-model-name tiny-sounds --generation-config vllm" in default.output
     assert not (tmp_path / "z" / "adapter").exists()
+
+
+# -- the real embedded model ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_model_lora_exports_as_a_gguf_transformers_reads_and_an_ollama_modelfile(tmp_path):
+    """SmolLM2-135M-Instruct, one short LoRA run: the llama.cpp GGUF answers as the merged model, and
+    the Ollama Modelfile puts the adapter on the embedded GGUF with the template's default system prompt."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conftest import EXAMPLES
+    from tunewise.data.splits import load_splits
+    from tunewise.finetune import train as ft
+    from tunewise.finetune.export import CHATML_GO_TEMPLATE, export_for
+    from tunewise.finetune.rung import merge_adapter
+    from tunewise.task import load_task
+
+    task = load_task(EXAMPLES / "intent" / "task.yaml")
+    task = task.model_copy(update={"train": task.train.model_copy(update={"epochs": 1, "batch_size": 4})})
+    train, evals = load_splits(task)
+    adapter = ft.train_model(task, train[:16], tmp_path / "train").adapter_path
+
+    result = export_for(adapter, "llamacpp", tmp_path / "llamacpp", gguf_type="f32")
+    loaded = AutoModelForCausalLM.from_pretrained(str(result.folder), gguf_file="model.gguf", dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(result.folder), gguf_file="model.gguf")
+    merged = merge_adapter(ft.load_finetuned(adapter, task.model)[0])
+    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    for ex in evals[:4]:
+        text = tokenizer.apply_chat_template(ex.messages, add_generation_prompt=True, tokenize=False)
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])  # (1, seq)
+        with torch.no_grad():
+            assert loaded.generate(input_ids=ids, **kwargs).tolist() == merged.generate(input_ids=ids, **kwargs).tolist()
+
+    ollama = export_for(adapter, "ollama", tmp_path / "ollama")
+    commands = dict(parse_modelfile((ollama.folder / "Modelfile").read_text()))
+    assert commands["model"] == str(embedded_gguf()) and commands["adapter"] == "./adapter"
+    assert commands["template"] == CHATML_GO_TEMPLATE
+    assert commands["system"] == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

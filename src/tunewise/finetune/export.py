@@ -665,8 +665,8 @@ def _engine_readme(dep: Deployment, engine: str, command: str, request: dict[str
     lines = [
         f"# {dep.task}: {dep.title}, exported for {engine}",
         "",
-        f"Written by `tunewise export {dep.run_dir or dep.finetune} --for {engine}`"
-        + (f" --rung {dep.rung}" if dep.run_dir else "") + ".",
+        f"Written by `tunewise export {dep.run_dir or dep.finetune} --for {engine}"
+        + (f" --rung {dep.rung}" if dep.run_dir else "") + "`.",
         "",
         "## Start it",
         "",
