@@ -160,7 +160,9 @@ def load_runs(
             train_inputs=[ex.input_text for ex in ctx.train],
         )
         configs[task.name] = configs[config.fingerprint] = config
-        fallback_model = fallback_model or ctx.base_model()
+        if with_base:
+            # Only the router's fallback needs the plain base; asking for it loads it.
+            fallback_model = fallback_model or ctx.base_model()
     if with_base and fallback_model is not None:
         configs[BASE_NAME] = base_config(fallback_model, max(c.max_new_tokens for c in configs.values()))
     return configs
