@@ -335,6 +335,16 @@ def test_llamacpp_gguf_reads_back_and_transformers_answers_as_the_merged_model(r
     assert sorted(t.name for t in reader.tensors) == sorted(t.name for t in base.tensors)
     assert {t.tensor_type.name for t in reader.tensors} == {"F32"}
 
+    # The separate LoRA GGUF: base + alpha / r * B @ A is the merged file's weight, row order included.
+    lora = {t.name: t for t in gguf.GGUFReader(str(out / "adapter.gguf")).tensors}
+    merged_file = {t.name: t for t in reader.tensors}
+    base_file = {t.name: t for t in base.tensors}
+    assert len(lora) == 2 * 7 * 2  # A and B for 7 linear layers in each of 2 blocks
+    for name in ["blk.0.attn_q.weight", "blk.1.attn_k.weight", "blk.1.ffn_down.weight"]:
+        a, b = lora[f"{name}.lora_a"].data, lora[f"{name}.lora_b"].data  # (r, in), (out, r)
+        w = base_file[name].data + 16 / 8 * (b @ a)
+        assert abs(w - merged_file[name].data).max() < 1e-5, name
+
     task, _, _ = open_run(run_dir)
     merged = finetuned_model(find_adapter(run_dir), task).model
     loaded = AutoModelForCausalLM.from_pretrained(str(out), gguf_file="model.gguf", dtype=torch.float32).eval()

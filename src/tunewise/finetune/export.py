@@ -568,8 +568,17 @@ def _write_llamacpp(dep: Deployment, partial: Path, gguf_type: str) -> tuple[str
     else:
         notes.append(_write_merged_gguf(dep, partial / "model.gguf", gguf_type))
         model = "model.gguf"
-    command = f"llama-server -m {model} --jinja --temp 0 --port 8080" + (f" -n {dep.max_new_tokens}" if dep.max_new_tokens else "")
+    flags = "--jinja --temp 0 --port 8080" + (f" -n {dep.max_new_tokens}" if dep.max_new_tokens else "")
+    command = f"llama-server -m {model} {flags}"
     notes.append("`--jinja` renders the chat template stored in the GGUF, the one the ladder used; `--temp 0` is greedy.")
+    if dep.merged_lora and template is not None:
+        from tunewise.finetune.gguf_export import write_lora_gguf
+
+        write_lora_gguf(dep.finetune, template, partial / "adapter.gguf")
+        notes.append(
+            f"`adapter.gguf`: the LoRA adapter alone, for the base GGUF (several adapters can share one base): "
+            f"`llama-server -m {template} --lora adapter.gguf {flags}`."
+        )
     return command, _openai_request(dep, dep.name), notes
 
 

@@ -187,3 +187,66 @@ def convert_with_llama_cpp(model_dir: Path, out: Path, outtype: str = "f16") -> 
     if done.returncode != 0:
         raise TunewiseError(f"{converter} failed (exit {done.returncode}): {done.stderr.strip()[-800:]}")
     return out
+
+
+def write_lora_gguf(adapter: Path, template: Path, out: Path) -> Path:
+    """The PEFT LoRA adapter in `adapter` as a llama.cpp LoRA GGUF (`llama-server -m BASE.gguf --lora
+    out`), for the GGUF base `template` it was trained on.
+
+    Tensors `blk.N.<name>.weight.lora_a` (r, in) and `.lora_b` (out, r), f32, and `adapter.lora.alpha`:
+    llama.cpp adds alpha / r * B @ A to each weight, PEFT's scaling. For llama-family models the
+    rows of q and k are permuted as in the base file; only B has those rows.
+    """
+    import json
+    import re
+
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    unsupported = [k for k in ("use_dora", "use_rslora") if config.get(k)]
+    if config.get("peft_type", "LORA") != "LORA" or unsupported or config.get("modules_to_save"):
+        raise TunewiseError(
+            f"llama.cpp LoRA GGUF is written for plain LoRA adapters; {adapter} uses "
+            f"{', '.join(unsupported) or config.get('peft_type')}{' and modules_to_save' if config.get('modules_to_save') else ''}: "
+            "export the merged model instead"
+        )
+    reader = gguf.GGUFReader(str(template))
+    arch = reader.fields["general.architecture"].contents()
+    arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
+    n_head = int(reader.fields[f"{arch}.attention.head_count"].contents())
+    n_head_kv = int(reader.fields[f"{arch}.attention.head_count_kv"].contents())
+    names = gguf.get_tensor_name_map(arch_enum, int(reader.fields[f"{arch}.block_count"].contents()))
+    permute = arch == "llama"
+
+    pairs: dict[str, dict[str, Any]] = {}
+    for key, value in load_file(str(Path(adapter) / "adapter_model.safetensors")).items():
+        match = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])(?:\.[\w-]+)?\.weight", key)
+        gguf_name = names.get_name(match.group(1)) if match else None
+        if gguf_name is None:
+            raise TunewiseError(f"no llama.cpp name for adapter tensor {key}; export the merged model instead")
+        pairs.setdefault(gguf_name, {})[match.group(2)] = value.astype(np.float32)
+
+    out = Path(out)
+    partial = out.with_name(f".{out.name}.partial")
+    writer = gguf.GGUFWriter(str(partial), arch)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(config["lora_alpha"]))
+    for gguf_name, ab in sorted(pairs.items()):
+        a, b = ab["A"], ab["B"]  # (r, in), (out, r)
+        if permute and gguf_name.endswith(".attn_q"):
+            b = permute_qk(b, n_head, n_head)
+        elif permute and gguf_name.endswith(".attn_k"):
+            b = permute_qk(b, n_head, n_head_kv)
+        writer.add_tensor(f"{gguf_name}.weight.lora_a", np.ascontiguousarray(a))
+        writer.add_tensor(f"{gguf_name}.weight.lora_b", np.ascontiguousarray(b))
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    os.replace(partial, out)
+    return out
