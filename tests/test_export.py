@@ -288,10 +288,9 @@ def test_ollama_modelfile_for_the_lora_rung_parses_with_base_adapter_template_an
 
 def test_ollama_modelfile_carries_the_fixed_few_shot_turns_the_ladder_used(run_dir, tmp_path):
     from tunewise.finetune.export import CHATML_GO_TEMPLATE, export_for
+    from tunewise.ladder.run import RunOptions, open_run
     from tunewise.ladder.rungs import get_rung
-    from tunewise.ladder.run import open_run
     from tunewise.models.base import FakeModel
-    from tunewise.ladder.run import RunOptions
 
     result = export_for(run_dir, "ollama", tmp_path / "ollama", rung="few_shot")
     commands = parse_modelfile((result.folder / "Modelfile").read_text())
@@ -373,6 +372,25 @@ def test_gguf_writer_permutes_q_and_k_as_llama_cpp_stores_them(tiny_gguf):
     k_file = stored["blk.0.attn_k.weight"].data.reshape(k.shape)
     assert (q_file == permute_qk(q, 4, 4)).all() and not (q_file == q).all()
     assert (k_file == permute_qk(k, 4, 2)).all() and not (k_file == k).all()
+
+
+@pytest.mark.parametrize("outtype, matrix_type", [("f16", "F16"), ("q8_0", "Q8_0")])
+def test_gguf_writer_types_read_back_close_to_the_weights(tiny_gguf, tmp_path, outtype, matrix_type):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tunewise.finetune.gguf_export import permute_qk, write_gguf
+
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, tie_word_embeddings=True, rope_theta=100000.0)
+    model = LlamaForCausalLM(config)
+    reader = gguf.GGUFReader(str(write_gguf(model, tiny_gguf, tmp_path / f"m-{outtype}.gguf", outtype)))
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["blk.0.attn_norm.weight"] == "F32" and types["blk.0.ffn_up.weight"] == matrix_type
+    stored = next(t for t in reader.tensors if t.name == "blk.1.attn_k.weight")
+    values = gguf.quants.dequantize(stored.data, stored.tensor_type).reshape(32, 64)
+    expected = permute_qk(model.model.layers[1].self_attn.k_proj.weight.detach().numpy(), 4, 2)
+    assert abs(values - expected).max() < 2e-3  # rounding of f16 / 8-bit blocks, nothing more
 
 
 def test_llamacpp_export_of_a_non_gguf_base_names_the_converter_to_install(tmp_path, monkeypatch):
