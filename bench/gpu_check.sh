@@ -42,7 +42,7 @@ HELPER="$PY $HERE/gpu_check.py"
 TUNEWISE="$PY -m tunewise.cli"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TUNEWISE_RUNS="$OUT/runs"
 FAILED=()
 SKIPPED=()
 

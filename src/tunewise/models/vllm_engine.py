@@ -130,7 +130,10 @@ class VLLMModel:
             from vllm.lora.request import LoRARequest
 
             rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
-            args |= {"enable_lora": True, "max_lora_rank": max(8, rank), "max_loras": 1}
+            from tunewise.finetune.export import VLLM_LORA_RANKS
+
+            allowed = next((r for r in VLLM_LORA_RANKS if r >= rank), rank)  # vLLM accepts only these
+            args |= {"enable_lora": True, "max_lora_rank": allowed, "max_loras": 1}
             lora_request = LoRARequest(Path(adapter).name, 1, str(Path(adapter).resolve()))
             name = f"{name}+{Path(adapter).name}"
         # The ladder can hold two engines at once (the base for the prompted rungs, base + adapter for
