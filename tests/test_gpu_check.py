@@ -91,3 +91,47 @@ def test_vllm_engine_module_imports_without_vllm():
     assert engine.INSTALL.startswith("pip install 'tunewise[vllm]'")
     if importlib.util.find_spec("vllm") is None:
         assert "vllm" not in sys.modules
+
+
+def test_vllm_model_sends_the_transformers_prompt_ids_greedily_and_cuts_at_end_of_turn(monkeypatch):
+    """The engine's contract with a stand-in for vllm (no GPU here): the same prompt token ids the
+    transformers backend feeds, temperature 0, the eos ids as stop tokens, answers in order, cut at
+    the first end-of-turn token and decoded like TransformersModel does."""
+    import types
+
+    pytest.importorskip("transformers")
+    from test_finetune import build_model, build_tokenizer
+
+    from tunewise.models.hf import TransformersModel
+    from tunewise.models.vllm_engine import VLLMModel
+
+    seen: dict = {}
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            seen["params"] = kwargs
+
+    class FakeLLM:
+        def generate(self, prompts, params, lora_request=None, use_tqdm=True):
+            seen["prompts"], seen["lora"] = prompts, lora_request
+            words = ["meow", "woof", "moo"]
+            return [
+                types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=[vocab[words[i]], vocab["<|im_end|>"], vocab["cat"]])])
+                for i, _ in enumerate(prompts)
+            ]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=SamplingParams))
+    tokenizer = build_tokenizer()
+    vocab = tokenizer.get_vocab()
+    model = VLLMModel(FakeLLM(), tokenizer, "fake-vllm", lora_request="adapter", eos_ids=[tokenizer.eos_token_id])
+    conversations = [[{"role": "system", "content": "answer briefly ."}, {"role": "user", "content": f"what does the {a} say ?"}]
+                     for a in ("cat", "dog", "cow")]
+    done = []
+    generations = model.generate(conversations, max_new_tokens=5, progress=done.append)
+    reference = TransformersModel(build_model(tokenizer), tokenizer, "tiny", bf16="off")
+    assert seen["prompts"] == [{"prompt_token_ids": reference.prompt_ids(c)} for c in conversations]
+    assert seen["params"] == {"temperature": 0.0, "max_tokens": 5, "stop_token_ids": [tokenizer.eos_token_id], "skip_special_tokens": True}
+    assert seen["lora"] == "adapter" and done == [3]
+    assert [g.text for g in generations] == ["meow", "woof", "moo"]
+    assert [g.output_tokens for g in generations] == [1, 1, 1]
+    assert [g.prompt_tokens for g in generations] == [len(reference.prompt_ids(c)) for c in conversations]
