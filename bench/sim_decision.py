@@ -137,12 +137,19 @@ def draw(point: Point, trials: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(locs[None, :, None] + SPREAD * latent, 0.0, 1.0)
 
 
-def paired_bound(a: np.ndarray, b: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """compare_pair's Student t bound, per trial: the mean paired difference a - b and the half-width
-    at quantile q. a, b: (trials, n); q: (trials,)."""
+def paired_bound(a: np.ndarray, b: np.ndarray, level: np.ndarray, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    """compare_pair's bound, per trial: the centre and the half-width at one-sided `level`.
+    a, b: (trials, n); level: (trials,). 0/1 scores: Agresti-Min (half an example added to each
+    cell of the paired table, normal quantile); otherwise Student t on the differences."""
+    n = a.shape[1]
+    if binary:
+        p_a = (np.count_nonzero((a == 1) & (b == 0), axis=1) + 0.5) / (n + 2)
+        p_b = (np.count_nonzero((a == 0) & (b == 1), axis=1) + 0.5) / (n + 2)
+        sd = np.sqrt(np.maximum(p_a + p_b - (p_a - p_b) ** 2, 0.0))
+        return p_a - p_b, stats.norm.ppf(1 - level) * sd / math.sqrt(n + 2)
     d = a - b
     diff, sd = d.mean(axis=1), d.std(axis=1, ddof=1)
-    return diff, q * sd / math.sqrt(d.shape[1])  # sd == 0 gives a zero-width bound, as compare_pair
+    return diff, stats.t.ppf(1 - level, df=n - 1) * sd / math.sqrt(n)  # sd == 0: zero width, as compare_pair
 
 
 def decide(scores: np.ndarray, sizes: Sequence[int], alpha: float = ALPHA, margin: float = MARGIN) -> Outcome:
@@ -152,6 +159,7 @@ def decide(scores: np.ndarray, sizes: Sequence[int], alpha: float = ALPHA, margi
     one-look decision at alpha / K. Same arithmetic as compare_pair, so the same bounds to the bit.
     """
     trials, k, _ = scores.shape
+    binary = bool(np.isin(scores, (0.0, 1.0)).all())
     spend = spending_schedule(alpha, [s / sizes[-1] for s in sizes])
     live = np.ones((trials, k), dtype=bool)
     running = np.ones(trials, dtype=bool)
@@ -165,12 +173,11 @@ def decide(scores: np.ndarray, sizes: Sequence[int], alpha: float = ALPHA, margi
         lv = live[rows]
         used[rows] = np.where(lv, size, used[rows])
         level = spend[look] / lv.sum(axis=1)  # each comparison's one-sided level, (m,)
-        q = stats.t.ppf(1 - level, df=size - 1)
         lower = np.zeros((rows.size, k, k))  # lower[t, a, b]: one-sided bound on a - b
         upper = np.zeros((rows.size, k, k))
         for a in range(k):
             for b in range(a + 1, k):
-                diff, half = paired_bound(x[:, a], x[:, b], q)
+                diff, half = paired_bound(x[:, a], x[:, b], level, binary)
                 lower[:, a, b], upper[:, a, b] = diff - half, diff + half
                 lower[:, b, a], upper[:, b, a] = -diff - half, -diff + half
         others = lv[:, None, :] & rival  # (m, K, K): b is a live rival of a

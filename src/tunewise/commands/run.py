@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from tunewise.cost.money import currency_symbol, fmt_money
+from tunewise.decision.explain import how_sure
 from tunewise.eval.stats import fmt_p
 from tunewise.ladder.results import Results, RungResult
 from tunewise.ui import console, print_json
@@ -27,22 +28,6 @@ def vs_best_cell(r: RungResult) -> str:
     if r.vs_best == "inconclusive":
         cell += f"\n[{r.diff_vs_best_low:+.3f}, {r.diff_vs_best_high:+.3f}]"
     return cell
-
-
-def how_sure(results: Results) -> str | None:
-    """One line on the error control behind the verdict (schema 2)."""
-    d = results.decision
-    if d is None or d.margin is None or d.level is None or d.alpha is None:
-        return None
-    line = (
-        f"margin {d.margin:.3g}; every comparison at one-sided level {d.level:.2g}, so the chance of confidently "
-        "choosing a rung worse than the best by more than the margin is at most "
-        f"{d.alpha:g}"
-    )
-    if len(d.looks) > 1 or (d.looks and d.looks[-1].examples < results.eval_examples):
-        steps = ", ".join(f"{lk.examples}" + (" (settled)" if lk.settled else "") + (f" dropped {'/'.join(lk.dropped)}" if lk.dropped else "") for lk in d.looks)
-        line += f"; adaptive looks at {steps} examples"
-    return line
 
 
 def results_table(results: Results) -> Table:
@@ -126,7 +111,7 @@ def print_results(results: Results, run_dir: Path | None = None) -> None:
         console.print(f"\n[bold]Decision:[/bold] {d.sentence}")
         for reason in d.reasons:
             console.print(f"  - {reason}")
-        sure = how_sure(results)
+        sure = how_sure(d, results.eval_examples)
         if sure:
             console.print(f"  [dim]How sure: {sure}.[/dim]")
         if d.agreement:

@@ -168,3 +168,25 @@ def explain(
         open_question=open_q,
         examples_needed=verdict.examples_needed if open_q else None,
     )
+
+
+def how_sure(decision: Decision, eval_examples: int) -> str | None:
+    """One line on the error control behind a verdict; None for results written before it existed.
+
+    >>> how_sure(Decision(rung="a", sentence="", reasons=[], margin=0.03, level=0.0167, alpha=0.05), 200)
+    'margin 0.03; every comparison at one-sided level 0.017, so the chance of confidently choosing a rung worse than the best by more than the margin is at most 0.05'
+    """
+    if decision.margin is None or decision.level is None or decision.alpha is None:
+        return None
+    line = (
+        f"margin {decision.margin:.3g}; every comparison at one-sided level {decision.level:.2g}, so the chance of "
+        f"confidently choosing a rung worse than the best by more than the margin is at most {decision.alpha:g}"
+    )
+    looks = decision.looks
+    if len(looks) > 1 or (looks and looks[-1].examples < eval_examples):
+        steps = ", ".join(
+            f"{look.examples}" + (" (settled)" if look.settled else "") + (f" (dropped {', '.join(look.dropped)})" if look.dropped else "")
+            for look in looks
+        )
+        line += f"; adaptive evaluation looked at {steps} of {eval_examples} examples"
+    return line

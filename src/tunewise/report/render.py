@@ -21,6 +21,7 @@ from markupsafe import Markup
 
 from tunewise import __version__
 from tunewise.cost.money import DASH, currency_symbol, fmt_money
+from tunewise.decision.explain import how_sure
 from tunewise.eval.stats import fmt_p
 from tunewise.ladder.results import (
     SCHEMA_VERSION,
@@ -213,9 +214,27 @@ def _link(path: str | None, out_dir: Path) -> str | None:
     return p.as_posix()
 
 
-def _best_rung(rungs: list[RungResult]) -> RungResult | None:
+def _best_rung(rungs: list[RungResult], higher_is_better: bool = True) -> RungResult | None:
     scored = [r for r in rungs if r.status == "done" and r.score is not None]
-    return max(scored, key=lambda r: r.score.value) if scored else None
+    marked = [r for r in scored if r.vs_best == "best"]  # schema 2 records which rung the verdict took as best
+    if marked:
+        return marked[0]
+    sign = 1.0 if higher_is_better else -1.0
+    return max(scored, key=lambda r: sign * r.score.value) if scored else None
+
+
+VS_BEST_CLASS = {"best": "best", "better": "best", "equivalent": "tie", "non-inferior": "tie", "worse": "worse", "inconclusive": "open"}
+
+
+def vs_best_text(r: RungResult, decimals: int = 3) -> str:
+    """>>> vs_best_text(RungResult(name="a", title="A", vs_best="inconclusive", diff_vs_best=-0.05, diff_vs_best_low=-0.11, diff_vs_best_high=0.004))
+    'inconclusive: -0.050 (-0.110 to +0.004)'"""
+    if r.vs_best == "best" or r.diff_vs_best is None:
+        return r.vs_best or DASH
+    return (
+        f"{r.vs_best}: {r.diff_vs_best:+.{decimals}f} "
+        f"({r.diff_vs_best_low:+.{decimals}f} to {r.diff_vs_best_high:+.{decimals}f})"
+    )
 
 
 def _bar_axis(rungs: list[RungResult], target: float | None) -> tuple[float, float]:
@@ -230,7 +249,7 @@ def _bar_axis(rungs: list[RungResult], target: float | None) -> tuple[float, flo
 
 
 def _rung_rows(results: Results, colours: dict[str, str], out_dir: Path, symbol: str) -> list[RungRow]:
-    best = _best_rung(results.rungs)
+    best = _best_rung(results.rungs, results.higher_is_better)
     chosen = results.decision.rung if results.decision else None
     decimals = score_decimals([r.score.ci_high - r.score.ci_low for r in results.rungs if r.score])
     axis_low, axis_high = _bar_axis(results.rungs, results.target)
@@ -264,7 +283,13 @@ def _rung_rows(results: Results, colours: dict[str, str], out_dir: Path, symbol:
                 x_target=None if results.target is None else x(results.target), colour=row.colour,
                 axis_low=f"{axis_low:g}", axis_high=f"{axis_high:g}",
             )
-        if row.best:
+        if r.scored_examples is not None and r.scored_examples < results.eval_examples:
+            row.ci += f" · {r.scored_examples} of {results.eval_examples} scored"
+        if r.vs_best is not None:  # schema 2: against the best within the margin
+            row.significance, row.significance_class = vs_best_text(r, decimals), VS_BEST_CLASS.get(r.vs_best, "")
+            if r.stopped:
+                row.significance_title = r.stopped
+        elif row.best:
             row.significance, row.significance_class = "best", "best"
         elif r.significantly_worse_than_best is True:
             row.significance, row.significance_class = f"worse ({fmt_p(r.p_value_vs_best)})", "worse"
@@ -272,7 +297,7 @@ def _rung_rows(results: Results, colours: dict[str, str], out_dir: Path, symbol:
             row.significance, row.significance_class = f"not significantly worse ({fmt_p(r.p_value_vs_best)})", "tie"
         elif r.p_value_vs_best is not None:
             row.significance = fmt_p(r.p_value_vs_best)
-        if r.p_value_vs_previous is not None:
+        if r.p_value_vs_previous is not None and not row.significance_title:
             row.significance_title = f"vs the previous rung: {fmt_p(r.p_value_vs_previous)}"
         if r.meets_target is not None:
             row.meets, row.meets_class = ("yes", "yes") if r.meets_target else ("no", "no")
@@ -553,6 +578,7 @@ def build_view(results: Results, out_dir: Path) -> dict[str, Any]:
         "show_horizon": any(r.horizon_cost is not None for r in results.rungs),
         "any_done": bool(done),
         "decision": decision,
+        "how_sure": how_sure(decision, results.eval_examples) if decision else None,
         "agreement_kind": agreement_kind(decision),
         "break_even_chart": _break_even_chart(results, colours, symbol) if done else None,
         "break_even_lines": break_even_sentences(results),
