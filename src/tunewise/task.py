@@ -220,6 +220,39 @@ class TrainSpec(Strict):
     bf16: Literal["auto", "on", "off"] = "auto"
 
 
+class TuneSpec(Strict):
+    """Tuning on dev (docs/decision.md, "Tuning on dev"): each listed knob's values are tried on a dev
+    split carved (seeded) from train, never from eval, and the best on the task's metric is scored on
+    eval once. A knob left unset keeps its one value from `few_shot`, `rag` or `train`."""
+
+    dev_examples: int = Field(60, ge=5, le=5000, description="train examples held out as the dev split (not shown, retrieved or trained on by a tuned rung)")
+    few_shot_k: list[int] | None = Field(None, description="few-shot k values to try (few_shot, few_shot_rag), e.g. [2, 4, 8]")
+    few_shot_selection: list[Literal["nearest", "fixed"]] | None = Field(None, description="few-shot selections to try")
+    rag_k: list[int] | None = Field(None, description="retrieved chunks to try (rag, few_shot_rag, lora_rag), e.g. [1, 3, 5]")
+    learning_rate: list[float] | None = Field(None, description="learning rates to try (lora, lora_rag): one adapter trained per configuration")
+    epochs: list[int] | None = Field(None, description="epoch counts to try (lora, lora_rag): one adapter trained per configuration")
+    max_configs: int = Field(6, ge=1, le=50, description="the budget: at most this many configurations per rung, each scored on every dev example")
+
+    @field_validator("few_shot_k", "rag_k", "learning_rate", "epochs", "few_shot_selection")
+    @classmethod
+    def _values(cls, v: list[Any] | None, info: Any) -> list[Any] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("give at least one value, or leave the knob out")
+        if len(set(v)) != len(v):
+            raise ValueError(f"values repeat: {shorten(v)}")
+        limits = {"few_shot_k": (1, 64), "rag_k": (1, 50), "epochs": (1, 20)}
+        if info.field_name in limits:
+            low, high = limits[info.field_name]
+            bad = [x for x in v if not low <= x <= high]
+            if bad:
+                raise ValueError(f"values must be in [{low}, {high}]; got {shorten(bad)}")
+        if info.field_name == "learning_rate" and any(x <= 0 for x in v):
+            raise ValueError(f"learning rates must be > 0; got {shorten(v)}")
+        return sorted(v) if info.field_name != "few_shot_selection" else v
+
+
 class LadderSpec(Strict):
     rungs: list[str] = Field(
         default_factory=lambda: ["zero_shot", "few_shot", "rag", "few_shot_rag", "lora", "lora_rag"],
@@ -252,6 +285,19 @@ class LadderSpec(Strict):
     adaptive: bool = Field(
         True, description="score eval in four looks and stop once the verdict cannot change (`tunewise run --full` scores all)"
     )
+    tune: TuneSpec | None = Field(
+        None, description="choose each rung's knobs on a dev split carved from train (docs/decision.md); off by default"
+    )
+
+    @model_validator(mode="after")
+    def _tuning_budget(self) -> "LadderSpec":
+        if self.tune is not None:
+            from tunewise.ladder.tuning import budget_problems  # imports this module: only at validation time
+
+            problems = budget_problems(self, self.rungs)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return self
 
 
 class Task(Strict):

@@ -54,6 +54,20 @@ class TrainingSummary(BaseModel):
     hosted_cost_estimate: float | None = None  # $ at the hosted fine-tuning price
 
 
+class Tried(BaseModel):
+    config: dict[str, Any]  # knob -> value, e.g. {"few_shot_k": 4}
+    dev_score: Score
+
+
+class Tuning(BaseModel):
+    """How a rung's knobs were chosen on dev (docs/decision.md, "Tuning on dev")."""
+
+    dev_examples: int  # carved from train, never from eval
+    pool_examples: int  # train examples left for the rung to draw on (dev removed)
+    chosen: dict[str, Any]  # the configuration scored on eval
+    tried: list[Tried]  # every configuration with its dev score, in the order tried (cheapest first)
+
+
 class RungResult(BaseModel):
     name: str  # registry name, e.g. "few_shot"
     title: str  # for people, e.g. "Few-shot (k=5, nearest)"
@@ -87,6 +101,7 @@ class RungResult(BaseModel):
     extra_scores: dict[str, Score] = Field(default_factory=dict)  # task.extra_metrics, reported, not decided on
     predictions_file: str | None = None
     training: TrainingSummary | None = None
+    tuning: Tuning | None = None  # knobs chosen on dev before eval was scored; None when not tuned
 
 
 class BreakEven(BaseModel):

@@ -438,6 +438,12 @@ def run_rung(
     title = rung_title(name, task)
     if rung.needs_corpus and not state.has_corpus:
         return RungResult(name=name, title=title, status="skipped", note="no knowledge corpus: set `corpus:` in the task file")
+    # Knobs chosen on dev (ladder.tune) before the first eval answer; read back from the run folder
+    # at later looks and on resume. Untuned rungs get ctx back unchanged.
+    from tunewise.ladder.tuning import tuned_context
+
+    ctx, tuning = tuned_context(ctx, name, state.metric, progress)
+    task, title = ctx.task, rung_title(name, ctx.task)
     examples = ctx.eval[: size or len(ctx.eval)]
     prepared = state.prepared.get(name) or rung.prepare(ctx)
     state.prepared[name] = prepared
@@ -492,6 +498,7 @@ def run_rung(
         retrieval_recall=recall,
         predictions_file=str(final.relative_to(state.run_dir)),
         training=training,
+        tuning=tuning,
         scored_examples=len(examples),
         generation_s=generation_s,
         **costs,
@@ -684,8 +691,11 @@ def _evidence(state: RunState, results: Results, progress: PROGRESS_FACTORY) -> 
     ft = next((r.name for r in results.rungs if r.status == "done" and r.finetuned), None)
     if ft is None:
         return
+    from tunewise.ladder.tuning import context_for
+
+    ctx = context_for(state.ctx, results.rung(ft))  # the rung's tuned knobs and train pool, if tuned
     if ft not in state.prepared:  # finished in an earlier session: the adapter on disk is reused
-        state.prepared[ft] = get_rung(ft).prepare(state.ctx)
+        state.prepared[ft] = get_rung(ft).prepare(ctx)
     from tunewise.ladder.results import Forgetting, LearningCurve
 
     folder = state.run_dir / "evidence"
@@ -695,7 +705,7 @@ def _evidence(state: RunState, results: Results, progress: PROGRESS_FACTORY) -> 
     else:
         from tunewise.finetune.curve import learning_curve
 
-        results.learning_curve = learning_curve(state.ctx, state.metric)
+        results.learning_curve = learning_curve(ctx, state.metric)
         atomic_write_text(curve_file, results.learning_curve.model_dump_json(indent=2))
     if forget_file.exists():
         results.forgetting = Forgetting.model_validate_json(forget_file.read_text())
@@ -704,7 +714,7 @@ def _evidence(state: RunState, results: Results, progress: PROGRESS_FACTORY) -> 
         from tunewise.ladder.rungs import zero_shot
 
         base = state.prepared.get("zero_shot") or zero_shot(state.ctx)
-        results.forgetting = forgetting_check(state.ctx, base, state.prepared[ft])
+        results.forgetting = forgetting_check(ctx, base, state.prepared[ft])
         atomic_write_text(forget_file, results.forgetting.model_dump_json(indent=2))
 
 
@@ -727,6 +737,13 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
         get_rung(n)  # unknown names fail before any work
 
     train, evals = _load_examples(task, options)
+    if task.ladder.tune is not None:  # the budget for rungs added by --rungs/--all, and the dev split, before any work
+        from tunewise.ladder.tuning import budget_problems, split_dev
+
+        problems = budget_problems(task.ladder, names)
+        if problems:
+            raise TunewiseError("; ".join(problems))
+        split_dev(train, task.ladder.tune.dev_examples, task.data.seed)
     run_id, run_dir = prepare_run(task, options)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", task_to_yaml(task))
