@@ -181,3 +181,27 @@ def test_tuning_off_leaves_run_ids_and_results_unchanged(tmp_path):
     assert results.rung("few_shot").title == "Few-shot (k=2, fixed)"
     raw = json.loads((tmp_path / "runs" / results.run_id / "results.json").read_text())
     assert all(r["tuning"] is None for r in raw["rungs"])
+
+
+def test_the_choice_is_shown_in_the_cli_and_the_report(tmp_path, capsys):
+    from tunewise.commands.run import print_results
+    from tunewise.report.render import render_report
+
+    task = tuned_task(tmp_path)
+    results = run(task, tmp_path, FakeModel(respond=by_shots))
+    line = describe(results.rung("few_shot").tuning)
+    print_results(results)
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"tuned on dev: Few-shot (k=4, fixed): {line}" in out
+    html, md = render_report(results, tmp_path / "report")
+    assert f"Few-shot (k=4, fixed): {line}." in md.read_text()
+    assert f"Few-shot (k=4, fixed): {line}." in html.read_text()
+
+
+def test_the_tune_flag_default_grid_fits_its_budget_for_every_rung(tmp_path):
+    from tunewise.ladder.rungs import RUNGS
+    from tunewise.ladder.tuning import budget_problems, with_default_grid
+
+    task = with_default_grid(make_task(tmp_path))
+    assert budget_problems(task.ladder, list(RUNGS)) == []
+    assert [len(grid(n, task.ladder)) for n in ("zero_shot", "few_shot", "rag", "few_shot_rag", "lora")] == [0, 3, 3, 9, 0]

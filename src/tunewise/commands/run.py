@@ -95,6 +95,11 @@ def print_results(results: Results, run_dir: Path | None = None) -> None:
     skipped = [r for r in results.rungs if r.status != "done"]
     for r in skipped:
         console.print(f"  [dim]{r.title}: {r.status} - {r.note}[/dim]")
+    for r in results.rungs:
+        if r.tuning is not None:
+            from tunewise.ladder.tuning import describe
+
+            console.print(f"  tuned on dev: {r.title}: {describe(r.tuning)}")
     for be in results.break_even:
         a, b = results.rung(be.cheaper_upfront), results.rung(be.cheaper_per_call)
         if a and b:
@@ -131,9 +136,10 @@ def print_results(results: Results, run_dir: Path | None = None) -> None:
 @click.option("--fresh", is_flag=True, help="Start a new run instead of resuming the last one with this config.")
 @click.option("--no-evidence", is_flag=True, help="Skip the learning curve and forgetting check.")
 @click.option("--full", is_flag=True, help="Score every eval example with every rung (no adaptive stopping).")
+@click.option("--tune", is_flag=True, help="Choose each rung's k on a dev split carved from train when the task has no ladder.tune (few-shot k 2/4/8, RAG k 1/3/5).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for run folders (default ./runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the table.")
-def command(task_file, all_rungs, rungs, limit, fresh, no_evidence, full, out, as_json):
+def command(task_file, all_rungs, rungs, limit, fresh, no_evidence, full, tune, out, as_json):
     """Climb the customisation ladder on TASK_FILE's held-out data and decide.
 
     Rungs run cheapest first; climbing stops when a rung meets the target and no further rung
@@ -143,6 +149,10 @@ def command(task_file, all_rungs, rungs, limit, fresh, no_evidence, full, out, a
     from tunewise.task import load_task
 
     task = load_task(task_file)
+    if tune and task.ladder.tune is None:
+        from tunewise.ladder.tuning import with_default_grid
+
+        task = with_default_grid(task)
     options = RunOptions(
         rungs=[r.strip() for r in rungs.split(",") if r.strip()] if rungs else None,
         all_rungs=all_rungs,

@@ -48,6 +48,14 @@ DEFAULT_GRID: dict[str, Any] = {"few_shot_k": [2, 4, 8], "rag_k": [1, 3, 5], "ma
 (training one adapter per configuration is too slow to be a default)."""
 
 
+def with_default_grid(task: Any) -> Any:
+    """The task with DEFAULT_GRID as its `ladder.tune` (validated: the budget holds by construction)."""
+    from tunewise.task import TuneSpec
+
+    ladder = task.ladder.model_copy(update={"tune": TuneSpec(**DEFAULT_GRID)})
+    return task.model_copy(update={"ladder": ladder})
+
+
 def grid(name: str, ladder: Any) -> list[dict[str, Any]]:
     """The configurations a rung tries, cheapest first; [] when the rung is not tuned.
 

@@ -541,6 +541,13 @@ def agreement_kind(decision: Decision | None) -> str:
     return "unmeasured" if _UNMEASURED.search(text) else "agree"
 
 
+def _tuning_lines(results: Results) -> list[tuple[str, str]]:
+    """(rung title, how its knobs were chosen on dev) for each tuned rung (docs/decision.md)."""
+    from tunewise.ladder.tuning import describe
+
+    return [(r.title, describe(r.tuning)) for r in results.rungs if r.tuning is not None]
+
+
 def build_view(results: Results, out_dir: Path) -> dict[str, Any]:
     """Everything both templates show, formatted once."""
     out_dir = Path(out_dir)
@@ -575,6 +582,7 @@ def build_view(results: Results, out_dir: Path) -> dict[str, Any]:
         "show_recall": any(r.retrieval_recall is not None for r in results.rungs),
         "extra_metrics": extra_names,
         "extra_rows": extra_rows,
+        "tuning_lines": _tuning_lines(results),
         "show_horizon": any(r.horizon_cost is not None for r in results.rungs),
         "any_done": bool(done),
         "decision": decision,
