@@ -205,3 +205,34 @@ def test_the_tune_flag_default_grid_fits_its_budget_for_every_rung(tmp_path):
     task = with_default_grid(make_task(tmp_path))
     assert budget_problems(task.ladder, list(RUNGS)) == []
     assert [len(grid(n, task.ladder)) for n in ("zero_shot", "few_shot", "rag", "few_shot_rag", "lora")] == [0, 3, 3, 9, 0]
+
+
+def test_lora_learning_rate_is_tuned_on_dev_with_the_dev_split_left_out_of_training(tmp_path):
+    pytest.importorskip("torch")
+    from conftest import chat, write_jsonl
+    from test_finetune import ANIMALS, SOUNDS, build_model, build_tokenizer
+
+    tiny = tmp_path / "tiny"
+    tokenizer = build_tokenizer()
+    build_model(tokenizer).save_pretrained(tiny)
+    tokenizer.save_pretrained(tiny)
+    rows = [chat(f"what does the {ANIMALS[i % 8]} say ?", SOUNDS[i % 8], system="answer briefly .") for i in range(40)]
+    raw = {
+        "name": "tiny",
+        "data": {"train": str(write_jsonl(tmp_path / "t.jsonl", rows)), "eval": str(write_jsonl(tmp_path / "e.jsonl", rows[:8]))},
+        "model": str(tiny),
+        "metric": "exact_match",
+        "ladder": {"rungs": ["lora"], "max_new_tokens": 2, "tune": {"dev_examples": 8, "learning_rate": [1e-5, 3e-2]}},
+        "train": {"epochs": 3, "batch_size": 4, "max_length": 64, "bf16": "off", "checkpoint_every_minutes": None},
+    }
+    task = parse_task(raw, tmp_path / "task.yaml")
+    results = run_ladder(task, RunOptions(evidence=False, report=False, out_dir=tmp_path / "runs"), log=lambda m: None)
+    lora = results.rung("lora")
+    scores = {t.config["learning_rate"]: t.dev_score.value for t in lora.tuning.tried}
+    assert lora.tuning.chosen == {"learning_rate": 3e-2} and scores[3e-2] > scores[1e-5]
+    # One adapter per configuration, each trained on the 32 pool examples (less its validation
+    # share), and the rung scored on eval with the chosen one, not retrained.
+    folders = sorted((tmp_path / "runs" / results.run_id / "train").iterdir())
+    assert len([f for f in folders if (f / "adapter").is_dir()]) == 2
+    assert lora.training.train_examples + lora.training.val_examples == 32
+    assert describe(lora.tuning).startswith("lr=0.03 chosen on 8 dev examples (lr=1e-05 ")

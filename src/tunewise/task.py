@@ -319,6 +319,12 @@ class Task(Strict):
     model: str = Field("embedded", description="embedded, a local folder, a .gguf path, a hub id, or openai:NAME")
     model_options: ModelOptions = Field(default_factory=ModelOptions)
     business: Business = Field(default_factory=Business)
+    constraint: dict[str, Any] | None = Field(
+        None,
+        description="what constrained rungs (zero_shot_constrained, ...) restrict answers to: {labels: [...]}, "
+        "{json_schema: {...} or file.json} or {regex: '...'}; default: the train labels (accuracy, macro_f1) "
+        "or a JSON schema inferred from the train answers (json_* metrics)",
+    )
     ladder: LadderSpec = Field(default_factory=LadderSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
 

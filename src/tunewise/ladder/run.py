@@ -465,6 +465,11 @@ def run_rung(
     prompt_tokens = float(np.mean([r["prompt_tokens"] for r in rows]))
     output_tokens = float(np.mean([r["output_tokens"] for r in rows]))
     costs = rung_costs(task, prompt_tokens, output_tokens, prepared.finetuned, prepared.upfront_cost)
+    if rung.constrained:
+        from tunewise.models.constraints import constraint_unavailable
+
+        if (why := constraint_unavailable(task)) is not None:
+            return RungResult(name=name, title=title, status="skipped", note=why)
 
     recall = None
     if any(ex.source_id for ex in examples) and any(r["retrieved_ids"] for r in rows):
@@ -756,6 +761,8 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
     results = Results(
         run_id=run_id,
         task=task.name,
+        # Constrained variants are opt-in (--rungs or ladder.rungs): they double the prompted rungs.
+        names = [n for n in names if not RUNGS[n].constrained or n in task.ladder.rungs]
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         model=task.model if options.model is None else options.model.name,
         metric=task.metric,
