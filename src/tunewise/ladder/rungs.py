@@ -36,6 +36,7 @@ class Prepared:
     upfront_cost: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)  # e.g. TrainingSummary for the report
     adapter_path: Path | None = None
+    constraint: Any = None  # tunewise.models.constraints.Constraint: `model` generates under it
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Rung:
     prepare: Callable[[LadderContext], Prepared]
     needs_corpus: bool = False
     trains: bool = False
+    constrained: bool = False  # answers are restricted (labels, JSON schema, regex): see constrained()
 
 
 def zero_shot(ctx: LadderContext) -> Prepared:
@@ -163,6 +165,22 @@ def few_shot_rag(ctx: LadderContext) -> Prepared:
     return Prepared(ctx.base_model(), build)
 
 
+def constrained(prepare: Callable[[LadderContext], Prepared]) -> Callable[[LadderContext], Prepared]:
+    """The same rung with constrained decoding: its model answers only within the task's constraint
+    (its `constraint:`, else the train labels or a JSON schema, by metric; models/constraints.py)."""
+
+    def prepare_constrained(ctx: LadderContext) -> Prepared:
+        from tunewise.models.constraints import ConstrainedModel, infer_constraint
+
+        constraint = infer_constraint(ctx.task, ctx.train)
+        prepared = prepare(ctx)
+        prepared.model = ConstrainedModel(prepared.model, constraint)
+        prepared.constraint = constraint
+        return prepared
+
+    return prepare_constrained
+
+
 def _finetuned(ctx: LadderContext, with_rag: bool) -> Prepared:
     from tunewise.finetune.rung import prepare_finetuned
 
@@ -174,6 +192,8 @@ RUNGS: dict[str, Rung] = {
     for r in [
         Rung("zero_shot", "Zero-shot prompt", zero_shot),
         Rung("few_shot", "Few-shot", few_shot),
+        Rung("zero_shot_constrained", "Zero-shot prompt, constrained", constrained(zero_shot), constrained=True),
+        Rung("few_shot_constrained", "Few-shot, constrained", constrained(few_shot), constrained=True),
         Rung("rag", "RAG", rag, needs_corpus=True),
         Rung("few_shot_rag", "Few-shot + RAG", few_shot_rag, needs_corpus=True),
         Rung("lora", "LoRA fine-tune", lambda ctx: _finetuned(ctx, False), trains=True),
@@ -189,6 +209,10 @@ def get_rung(name: str) -> Rung:
 
 
 def rung_title(name: str, task: Task) -> str:
+    if RUNGS.get(name) and RUNGS[name].constrained:
+        from tunewise.models.constraints import constraint_kind
+
+        return f"{rung_title(name.removesuffix('_constrained'), task)}, constrained ({constraint_kind(task)})"
     spec = task.ladder
     if name == "few_shot":
         return f"Few-shot (k={spec.few_shot.k}, {spec.few_shot.selection})"

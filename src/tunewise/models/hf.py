@@ -158,8 +158,10 @@ class TransformersModel:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(
-        self, conversations: Sequence[Messages], max_new_tokens: int, progress: Progress | None = None
+        self, conversations: Sequence[Messages], max_new_tokens: int, progress: Progress | None = None, constraint: Any = None
     ) -> list[Generation]:
+        """`constraint` (tunewise.models.constraints.Constraint) restricts every answer through an
+        xgrammar logits processor; without it generation is unchanged."""
         prompts = [self.prompt_ids(conv) for conv in conversations]
         results: list[Generation | None] = [None] * len(prompts)
         batches = bucket_batches(
@@ -167,7 +169,7 @@ class TransformersModel:
         )
         for batch in batches:
             started = time.perf_counter()
-            outputs = self._generate_batch([prompts[i] for i in batch], max_new_tokens)
+            outputs = self._generate_batch([prompts[i] for i in batch], max_new_tokens, constraint)
             latency = time.perf_counter() - started
             for i, new_ids in zip(batch, outputs):
                 text = self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
@@ -176,7 +178,7 @@ class TransformersModel:
                 progress(len(batch))
         return [r for r in results if r is not None]
 
-    def stream(self, messages: Messages, max_new_tokens: int) -> TokenStream:
+    def stream(self, messages: Messages, max_new_tokens: int, constraint: Any = None) -> TokenStream:
         """Yield the answer as it is decoded; return its Generation, equal to what
         `generate([messages], max_new_tokens)[0]` gives (same prompt, same greedy decoding, same
         stripping), so a streamed answer is the non-streamed one.
@@ -216,6 +218,7 @@ class TransformersModel:
                         generation_config=config,
                         streamer=_TokenQueue(tokens),
                         stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                        **self._constrained(constraint),
                     )
             except BaseException as err:  # noqa: BLE001 - re-raised in the consuming thread
                 outcome["error"] = err
@@ -257,7 +260,23 @@ class TransformersModel:
             stop.set()  # closed early (the client left, a stop sequence): end generation now
             thread.join()
 
-    def _generate_batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    def _constrained(self, constraint: Any) -> dict[str, Any]:
+        """`generate` keyword arguments enforcing `constraint`: none without one."""
+        if constraint is None:
+            return {}
+        from transformers import LogitsProcessorList
+
+        from tunewise.models.constraints import GrammarCache, hf_logits_processor, import_error_hint
+
+        if getattr(self, "_grammars", None) is None:
+            try:
+                vocab = self.model.get_output_embeddings().weight.shape[0]  # logits width, may exceed len(tokenizer)
+                self._grammars = GrammarCache(self.tokenizer, vocab, self.eos_ids)
+            except ImportError:
+                raise TunewiseError(import_error_hint()) from None
+        return {"logits_processor": LogitsProcessorList([hf_logits_processor(self._grammars, constraint)])}
+
+    def _generate_batch(self, prompts: list[list[int]], max_new_tokens: int, constraint: Any = None) -> list[list[int]]:
         """Greedy continuations of a batch of prompts, each cut before its first eos.
 
         Rows are laid out as [shared prefix][padding][own suffix]: the prefix all rows share (the
@@ -297,6 +316,7 @@ class TransformersModel:
                 attention_mask=attention_mask.to(self.device),
                 generation_config=config,
                 **cache,
+                **self._constrained(constraint),
             )  # (batch, shared + width + new)
         new_tokens = out[:, shared + width :].tolist()
         stops = set(self.eos_ids)

@@ -74,10 +74,13 @@ class OpenAIChatModel:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def generate(
-        self, conversations: Sequence[Messages], max_new_tokens: int, progress: Progress | None = None
+        self, conversations: Sequence[Messages], max_new_tokens: int, progress: Progress | None = None, constraint: Any = None
     ) -> list[Generation]:
+        """`constraint` (tunewise.models.constraints.Constraint) travels as request fields:
+        `response_format` for a JSON schema, vLLM's `guided_choice` / `guided_regex` otherwise."""
         import httpx
 
+        extra = self._constraint_fields(constraint)  # an unsupported constraint fails before any request
         headers = self._headers()  # a missing key fails once, before any request
         results: list[Generation | None] = [None] * len(conversations)
         limits = httpx.Limits(max_connections=self.max_concurrency)
@@ -86,7 +89,7 @@ class OpenAIChatModel:
             httpx.Client(timeout=self.timeout, transport=self.transport, headers=headers, limits=limits) as client,
             ThreadPoolExecutor(max_workers=self.max_concurrency) as pool,
         ):
-            futures = {pool.submit(self._complete, client, conv, max_new_tokens): i for i, conv in enumerate(conversations)}
+            futures = {pool.submit(self._complete, client, conv, max_new_tokens, extra): i for i, conv in enumerate(conversations)}
             pending = set(futures)
             try:
                 while pending:
@@ -100,10 +103,13 @@ class OpenAIChatModel:
                     future.cancel()
         return [r for r in results if r is not None]
 
-    def _complete(self, client: Any, conversation: Messages, max_new_tokens: int) -> Generation:
+    def _constraint_fields(self, constraint: Any) -> dict[str, Any]:
+        return {} if constraint is None else constraint.openai_fields(hosted_openai=self.base_url == OPENAI_BASE_URL)
+
+    def _complete(self, client: Any, conversation: Messages, max_new_tokens: int, extra: dict[str, Any] | None = None) -> Generation:
         import httpx
 
-        body = {"model": self.name, "messages": list(conversation), "temperature": 0, "max_tokens": max_new_tokens}
+        body = {"model": self.name, "messages": list(conversation), "temperature": 0, "max_tokens": max_new_tokens, **(extra or {})}
         started = time.perf_counter()
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
@@ -126,7 +132,7 @@ class OpenAIChatModel:
             return self._parse(response, conversation, started)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def stream(self, messages: Messages, max_new_tokens: int) -> TokenStream:
+    def stream(self, messages: Messages, max_new_tokens: int, constraint: Any = None) -> TokenStream:
         """The answer as the API streams it (`stream: true`, server-sent events), stripped as
         generate() strips it; returns the Generation with the server's usage when it sends one
         (`stream_options.include_usage`), else the documented estimate.
@@ -143,6 +149,7 @@ class OpenAIChatModel:
             "max_tokens": max_new_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
+            **self._constraint_fields(constraint),
         }
         headers = self._headers()
         started = time.perf_counter()
