@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
+from pathlib import Path
 
 import pytest
 
@@ -236,3 +239,32 @@ def test_lora_learning_rate_is_tuned_on_dev_with_the_dev_split_left_out_of_train
     assert len([f for f in folders if (f / "adapter").is_dir()]) == 2
     assert lora.training.train_examples + lora.training.val_examples == 32
     assert describe(lora.tuning).startswith("lr=0.03 chosen on 8 dev examples (lr=1e-05 ")
+    # Export finds the chosen adapter even when another configuration's is newer.
+    from tunewise.finetune.export import find_adapter, load_deployment
+
+    run_dir = tmp_path / "runs" / results.run_id
+    chosen = Path(lora.training.adapter_path)
+    other = next(f / "adapter" for f in folders if f.name != chosen.parent.name)
+    os.utime(other, (time.time() + 60, time.time() + 60))
+    assert find_adapter(run_dir).resolve() == chosen.resolve()
+    assert load_deployment(run_dir, "lora").finetune.resolve() == chosen.resolve()
+
+
+def test_serve_and_export_use_the_knobs_chosen_on_dev(tmp_path):
+    from tunewise.finetune.export import load_deployment
+    from tunewise.serve.config import load_runs
+
+    task = tuned_task(tmp_path)
+    results = run(task, tmp_path, FakeModel(respond=by_shots))
+    run_dir = tmp_path / "runs" / results.run_id
+    _, dev = split_dev(load_task_examples(task), 30, task.data.seed)
+    dev_inputs = {ex.input_text for ex in dev}
+
+    configs = load_runs([run_dir], "few_shot", model=FakeModel(respond=by_shots), log=lambda m: None)
+    request = configs["toy"].prepared.build([{"role": "user", "content": "item 1001 kind beta"}])
+    assert len(shown(request.messages)) == 4 and not set(shown(request.messages)) & dev_inputs
+
+    dep = load_deployment(run_dir, "few_shot")
+    assert dep.title == "Few-shot (k=4, fixed)"
+    shots = [m["content"] for m in dep.shots if m["role"] == "user"]
+    assert len(shots) == 4 and not set(shots) & dev_inputs

@@ -98,14 +98,38 @@ def model_card(config: dict[str, Any], summary: TrainingSummary, results: Result
     return "\n".join(lines)
 
 
+def tuned_adapter(run_dir: Path, rung: Any) -> Path | None:
+    """The adapter a tuned fine-tuned rung was scored with: tuning (ladder.tune) trains one per
+    configuration, and the newest need not be the chosen one. None for an untuned rung."""
+    from tunewise.finetune.train import read_training_file
+
+    if rung is None or rung.tuning is None or rung.training is None or not rung.training.adapter_path:
+        return None
+    recorded = Path(rung.training.adapter_path)  # <run>/train/<config key>/adapter, as the run saw it
+    path = Path(run_dir) / "train" / recorded.parent.name / recorded.name
+    return path if read_training_file(path) is not None else None
+
+
 def find_adapter(ref: Path) -> Path:
     """The full-data adapter (or model) folder for a run folder, a training folder or the adapter
-    folder itself; the newest one when the run trained several configs."""
+    folder itself; the newest one when the run trained several configs, unless the run tuned its
+    fine-tuned rung on dev (then the chosen configuration's)."""
     from tunewise.finetune.train import read_training_file
 
     ref = Path(ref)
     if read_training_file(ref) is not None:
         return ref
+    if (ref / "results.json").is_file():
+        from tunewise.ladder.results import load_results
+
+        try:
+            results = load_results(ref)
+        except TunewiseError:
+            results = None
+        decided = results.decision.rung if results and results.decision else None
+        for r in sorted(results.rungs if results else [], key=lambda r: r.name != decided):
+            if (chosen := tuned_adapter(ref, r)) is not None:
+                return chosen
     candidates = [p for p in ref.glob("adapter")] + [p for p in ref.glob("model")]
     candidates += [p for p in ref.glob("*/adapter")] + [p for p in ref.glob("*/model")]
     candidates += [p for p in ref.glob("train/*/adapter")] + [p for p in ref.glob("train/*/model")]
@@ -294,12 +318,16 @@ def load_deployment(ref: Path, rung: str | None = None) -> Deployment:
     spec = get_rung(name)
     if name not in done:
         raise TunewiseError(f"{ref}: rung {name!r} was not measured in this run (measured: {', '.join(done) or 'none'}); export a measured rung with --rung")
+    from tunewise.ladder.tuning import context_for
+
+    ctx = context_for(ctx, results.rung(name))  # knobs chosen on dev (ladder.tune), as the ladder scored it
+    task = ctx.task
     dep = Deployment(
         task=task.name, rung=name, title=rung_title(name, task), model_spec=task.model, system=ctx.system_prompt,
         max_new_tokens=task.ladder.max_new_tokens, run_dir=ref,
     )
     if spec.trains:
-        dep.finetune = find_adapter(ref)
+        dep.finetune = tuned_adapter(ref, results.rung(name)) or find_adapter(ref)
         dep.method, dep.lora_r = task.train.method, task.train.lora.r
     if name in ("few_shot", "few_shot_rag"):
         if task.ladder.few_shot.selection == "fixed":

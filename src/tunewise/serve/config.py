@@ -88,6 +88,7 @@ def load_runs(
     """
     from tunewise.ladder.run import RunOptions, open_run
     from tunewise.ladder.rungs import get_rung
+    from tunewise.ladder.tuning import context_for
 
     if rung is not None:
         get_rung(rung)  # an unknown name fails with the valid ones before anything loads
@@ -141,7 +142,9 @@ def load_runs(
             shared = _load_model(task.model, trust_remote_code, models)
         else:
             shared = None
-        task, ctx, _ = open_run(run_dir, RunOptions(model=shared, embedder=embedder, retriever=retriever))
+        task, ctx, results = open_run(run_dir, RunOptions(model=shared, embedder=embedder, retriever=retriever))
+        ctx = context_for(ctx, results.rung(name))  # knobs chosen on dev (ladder.tune), as the ladder scored it
+        task = ctx.task
         log(f"{task.name}: preparing rung {name} from {run_dir}")
         prepared = get_rung(name).prepare(ctx)
         adapter = prepared.adapter_path
