@@ -116,6 +116,8 @@ def print_results(results: Results, run_dir: Path | None = None) -> None:
         console.print(f"\n[bold]Decision:[/bold] {d.sentence}")
         for reason in d.reasons:
             console.print(f"  - {reason}")
+        for warning in d.warnings:
+            console.print(f"  [yellow]! {warning}[/yellow]")
         sure = how_sure(d, results.eval_examples)
         if sure:
             console.print(f"  [dim]How sure: {sure}.[/dim]")

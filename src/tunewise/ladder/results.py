@@ -101,6 +101,8 @@ class RungResult(BaseModel):
     extra_scores: dict[str, Score] = Field(default_factory=dict)  # task.extra_metrics, reported, not decided on
     predictions_file: str | None = None
     training: TrainingSummary | None = None
+    # Label tasks: gold label -> predicted label -> count; answers that are no gold label count as "(other)".
+    confusion: dict[str, dict[str, int]] | None = None
     tuning: Tuning | None = None  # knobs chosen on dev before eval was scored; None when not tuned
 
 
@@ -178,6 +180,8 @@ class Decision(BaseModel):
     looks: list[Look] = Field(default_factory=list)  # adaptive evaluation: what each look saw
 
 
+    # What the score hides (decision/warnings.py): collapsed classes, companion metrics that disagree.
+    warnings: list[str] = Field(default_factory=list)
 class Results(BaseModel):
     schema_version: int = SCHEMA_VERSION
     run_id: str

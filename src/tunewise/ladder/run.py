@@ -581,6 +581,21 @@ def compare_rungs(state: RunState, results: list[RungResult]) -> None:
         r.p_value_vs_best = None if r is best else p_value(r.name, best.name)
         if previous is not None:
             r.p_value_vs_previous = p_value(r.name, previous.name)
+def score_warnings(state: RunState, results: Results, extra: list[Any]) -> list[str]:
+    """Confusion matrices onto label rungs, and the decision's warnings (decision/warnings.py)."""
+    from tunewise.decision.warnings import confusion, verdict_warnings
+
+    confusions = {}
+    if state.task.metric in ("accuracy", "macro_f1"):
+        for r in results.rungs:
+            if r.status == "done" and r.name in state.predictions:
+                predictions = state.predictions[r.name]
+                r.confusion = confusions[r.name] = confusion(predictions, [ex.answer for ex in state.ctx.eval[: len(predictions)]])
+    directions = {m.name: m.higher_is_better for m in extra}
+    focus = results.decision.rung if results.decision else None
+    return verdict_warnings(results.rungs, confusions, state.task.metric, state.metric.higher_is_better, directions, focus)
+
+
         if r.name != "zero_shot" and "zero_shot" in state.per_example:
             r.p_value_vs_zero_shot = p_value(r.name, "zero_shot")
         previous = r
@@ -813,6 +828,7 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
 def _skip_dearer(state: RunState, names: list[str], done: dict[str, RungResult]) -> dict[str, RungResult]:
     """The stop rule: once a rung meets the target, the rungs after it that cannot be cheaper are
     skipped (their cost is estimated before any work). Returns the skipped rungs' results."""
+        results.decision.warnings = score_warnings(state, results, extra)
     task = state.task
     good = [r for r in done.values() if r.status == "done" and r.meets_target]
     if not good or not names:

@@ -328,6 +328,18 @@ def _extra_metrics_view(results: Results) -> tuple[list[str], list[tuple[str, li
     return names, rows
 
 
+def _confusion_views(results: Results) -> list[tuple[str, list[str], list[tuple[str, list[int]]]]]:
+    """(rung title, predicted-label columns, (gold label, counts) rows) per label rung with a
+    confusion matrix; "(other)" is a column only where some answer was no gold label."""
+    out = []
+    for r in results.rungs:
+        if not r.confusion:
+            continue
+        columns = list(r.confusion) + sorted({p for row in r.confusion.values() for p in row} - set(r.confusion))
+        out.append((r.title, columns, [(gold, [row.get(c, 0) for c in columns]) for gold, row in r.confusion.items()]))
+    return out
+
+
 def _cost_lines(results: Results, colours: dict[str, str]) -> list[charts.CostLine]:
     chosen = results.decision.rung if results.decision else None
     return [
@@ -582,6 +594,7 @@ def build_view(results: Results, out_dir: Path) -> dict[str, Any]:
         "show_recall": any(r.retrieval_recall is not None for r in results.rungs),
         "extra_metrics": extra_names,
         "extra_rows": extra_rows,
+        "confusions": _confusion_views(results),
         "tuning_lines": _tuning_lines(results),
         "show_horizon": any(r.horizon_cost is not None for r in results.rungs),
         "any_done": bool(done),
