@@ -289,6 +289,13 @@ class ConstrainedModel:
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (the transformers model for its context window, prompt_ids, precision)
+        # is the wrapped backend's.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def stream(self, messages: Messages, max_new_tokens: int) -> TokenStream:
         own = getattr(self.inner, "stream", None)
         if callable(own):

@@ -119,10 +119,14 @@ class AdapterView:
     def prompt_ids(self, conversation: Messages) -> list[int]:
         return self.weights.generator.prompt_ids(conversation)
 
-    def generate(self, conversations: Sequence[Messages], max_new_tokens: int, progress: Progress | None = None) -> list[Generation]:
+    def generate(
+        self, conversations: Sequence[Messages], max_new_tokens: int, progress: Progress | None = None, constraint: Any = None
+    ) -> list[Generation]:
+        extra = {} if constraint is None else {"constraint": constraint}  # a constrained rung's (ladder/rungs.py)
         with self.weights.active(self.adapter):
-            return self.weights.generator.generate(conversations, max_new_tokens, progress)
+            return self.weights.generator.generate(conversations, max_new_tokens, progress, **extra)
 
-    def stream(self, messages: Messages, max_new_tokens: int) -> TokenStream:
+    def stream(self, messages: Messages, max_new_tokens: int, constraint: Any = None) -> TokenStream:
+        extra = {} if constraint is None else {"constraint": constraint}
         with self.weights.active(self.adapter):
-            return (yield from self.weights.generator.stream(messages, max_new_tokens))
+            return (yield from self.weights.generator.stream(messages, max_new_tokens, **extra))
