@@ -139,6 +139,10 @@ def test_schema_inference_from_training_answers():
         "required": ["name"],
         "additionalProperties": False,
     }
+    # Constrained decoding writes properties in the schema's order: a key first seen late (priceRange)
+    # still goes where the answers put it, not last (the e2e_extract run wrote garbage there).
+    e2e = ['{"name": "A", "area": "x", "near": "B"}', '{"name": "C", "priceRange": "high", "area": "y"}', '{"priceRange": "low", "near": "D"}']
+    assert list(infer_json_schema(e2e)["properties"]) == ["name", "priceRange", "area", "near"]
     with pytest.raises(TunewiseError, match="2 of 3 training answers are not JSON objects"):
         infer_json_schema(['{"a": 1}', "not json", "[1, 2]"])
 

@@ -90,6 +90,10 @@ def test_companion_metric_disagreement_names_both_figures():
     # A companion where lower is better agrees when it is lower.
     lora.extra_scores["errors"], few.extra_scores["errors"] = score(0.1), score(0.3)
     assert not any("errors" in x for x in companion_warnings([few, lora], "accuracy", True, {"errors": False}, focus="lora"))
+    # A disagreement under one point on either metric is noise (intent: 0.910/0.890 accuracy, 0.901/0.904 macro-F1).
+    a = RungResult(name="a", title="A", score=score(0.910), extra_scores={"macro_f1": score(0.901)})
+    b = RungResult(name="b", title="B", score=score(0.890), extra_scores={"macro_f1": score(0.904)})
+    assert companion_warnings([a, b], "accuracy", True, {}, focus="a") == []
     # No focus: the best rung by the primary metric.
     del lora.extra_scores["errors"], few.extra_scores["errors"]
     assert len(companion_warnings([zero, few, lora], "accuracy", True, {}, focus=None)) == 1

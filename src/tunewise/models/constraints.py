@@ -158,9 +158,37 @@ def _json_type(value: Any) -> str:
     return next(name for cls, name in _JSON_TYPES if isinstance(value, cls))
 
 
+def key_order(objects: Sequence[dict[str, Any]]) -> list[str]:
+    """The keys of all objects in the order the objects write them: each next key is one that no
+    remaining key precedes in most objects where both appear (ties: first seen). Constrained decoding
+    writes a schema's properties in its order, so a key seen late must not be put last.
+
+    >>> key_order([{"name": 1, "area": 1}, {"name": 1, "rating": 1, "area": 1}])
+    ['name', 'rating', 'area']
+    """
+    seen = list(dict.fromkeys(k for obj in objects for k in obj))
+    before: dict[tuple[str, str], int] = {}
+    for obj in objects:
+        keys = list(obj)
+        for i, a in enumerate(keys):
+            for b in keys[i + 1 :]:
+                before[a, b] = before.get((a, b), 0) + 1
+    order: list[str] = []
+    remaining = list(seen)
+    while remaining:
+        def preceded(k: str) -> int:
+            return sum(before.get((o, k), 0) > before.get((k, o), 0) for o in remaining if o != k)
+
+        nxt = min(remaining, key=lambda k: (preceded(k), seen.index(k)))
+        order.append(nxt)
+        remaining.remove(nxt)
+    return order
+
+
 def infer_json_schema(answers: Sequence[str]) -> dict[str, Any]:
-    """A JSON schema for answers like the training ones: an object with the keys seen (in first-seen
-    order), each with the value types seen; keys present in every answer are required; no others.
+    """A JSON schema for answers like the training ones: an object with the keys seen (in the order
+    the answers write them, `key_order`), each with the value types seen; keys present in every
+    answer are required; no others.
 
     >>> infer_json_schema(['{"a": "x", "b": 1}', '{"a": "y"}'])
     {'type': 'object', 'properties': {'a': {'type': 'string'}, 'b': {'type': 'integer'}}, 'required': ['a'], 'additionalProperties': False}
@@ -189,7 +217,8 @@ def infer_json_schema(answers: Sequence[str]) -> dict[str, Any]:
             if kind not in seen:
                 seen.append(kind)
     properties: dict[str, Any] = {}
-    for key, kinds in types.items():
+    for key in key_order(objects):
+        kinds = types[key]
         if set(kinds) == {"integer", "number"}:
             kinds = ["number"]
         properties[key] = {"type": kinds[0] if len(kinds) == 1 else kinds}
