@@ -156,8 +156,8 @@ def test_adaptive_ladder_stops_scoring_once_the_verdict_cannot_change(tmp_path):
     d = results.decision
     assert d.rung == "few_shot" and d.confident and d.looks[0].examples == 50 and d.looks[-1].settled
     assert {r.scored_examples for r in results.rungs} == {50}
-    # 50 answers a rung plus 9 latency requests each, instead of 200 a rung.
-    assert len(adaptive.calls) == 2 * (50 + 9)
+    # 50 answers a rung plus 17 latency requests each, instead of 200 a rung.
+    assert len(adaptive.calls) == 2 * (50 + 17)
 
     full = FakeModel(respond=oracle(0.3, 0.95))
     again = _run(tmp_path, task, full, out="full", all_rungs=True, rungs=["zero_shot", "few_shot"], full=True)

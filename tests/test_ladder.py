@@ -89,17 +89,19 @@ def test_cheaper_rung_good_enough_stops_the_climb(tmp_path):
     few = results.rung("few_shot")
     assert few.status == "skipped" and "--all" in few.note
     assert results.decision.rung == "zero_shot"
-    # 40 eval answers, then 1 warm-up + 8 single requests timed for latency.
-    assert len(model.calls) == 40 + 9
+    # 40 eval answers, then 1 warm-up + 16 single requests timed for latency.
+    assert len(model.calls) == 40 + 17
+    zero = results.rung("zero_shot")
+    assert zero.latency_requests == 16 and zero.latency_p50_ci[0] <= zero.latency_p50_s <= zero.latency_p50_ci[1]
 
     results = run_ladder(task, RunOptions(model=model, evidence=False, report=False, out_dir=tmp_path / "runs", all_rungs=True, rungs=["zero_shot", "few_shot"], fresh=True), log=lambda m: None)
     assert results.rung("few_shot").status == "done"
 
 
 def test_a_cheaper_rung_shown_within_the_margin_wins(tmp_path):
-    # The rungs differ on 2 of 100 examples: zero-shot is shown within 0.05 of few-shot.
+    # The rungs differ on 1 of 100 examples: zero-shot is shown within 0.05 of few-shot.
     task = make_task(tmp_path, target=0.5, n_eval=100, margin=0.05, adaptive=False)
-    model = FakeModel(respond=oracle(0.9, 0.92))
+    model = FakeModel(respond=oracle(0.91, 0.92))
     results = run_ladder(task, RunOptions(model=model, evidence=False, report=False, all_rungs=True, rungs=["zero_shot", "few_shot"], out_dir=tmp_path / "r"), log=lambda m: None)
     zero = results.rung("zero_shot")
     assert zero.vs_best in ("equivalent", "non-inferior") and zero.significantly_worse_than_best is False
@@ -160,18 +162,19 @@ class Interrupting(FakeModel):
 def test_interrupted_run_resumes_without_redoing_work(tmp_path):
     task = make_task(tmp_path, target=0.99)
     opts = dict(evidence=False, report=False, out_dir=tmp_path / "runs")
-    # zero-shot (40 + 9 latency probes) finishes, few-shot stops after two blocks of 16
+    # zero-shot (40) finishes, few-shot stops after two blocks of 16 (latency is timed at the end)
     # (block = 4 x batch_size).
-    first = Interrupting(oracle(0.5, 0.9), fail_after=49 + 32)
+    first = Interrupting(oracle(0.5, 0.9), fail_after=40 + 32)
     with pytest.raises(KeyboardInterrupt):
         run_ladder(task, RunOptions(model=first, **opts), log=lambda m: None)
-    assert len(first.calls) == 81
+    assert len(first.calls) == 72
 
     second = FakeModel(respond=oracle(0.5, 0.9))
     results = run_ladder(task, RunOptions(model=second, **opts), log=lambda m: None)
-    # Only the 8 few-shot examples left unanswered are generated again (+ 9 latency probes).
-    assert len(second.calls) == 8 + 9
-    assert all(sum(m["role"] == "assistant" for m in c) == 2 for c in second.calls)
+    # Only the 8 few-shot examples left unanswered are generated again (+ 17 latency probes a rung).
+    assert len(second.calls) == 8 + 2 * 17
+    shots = [sum(m["role"] == "assistant" for m in c) for c in second.calls]
+    assert all(s == 2 for s in shots[:8]) and shots.count(0) == 17
     assert results.rung("few_shot").score.n == 40
 
     store = RunStore()
@@ -200,7 +203,7 @@ def test_rag_rung_skipped_without_corpus_and_measures_recall_with_one(tmp_path):
     rag = results.rung("rag")
     assert rag.retrieval_recall == pytest.approx(0.5)
     assert rag.score.value == 1.0
-    assert "Documents:" in model.calls[-1][-1]["content"]
+    assert any("Documents:" in c[-1]["content"] for c in model.calls)
 
 
 def test_few_shot_rag_combines_demonstrations_with_documents(tmp_path):
@@ -214,7 +217,7 @@ def test_few_shot_rag_combines_demonstrations_with_documents(tmp_path):
     model = FakeModel(respond=oracle(0.3, 0.9))
     results = run_ladder(task, RunOptions(model=model, retriever=Retriever(), evidence=False, report=False, out_dir=tmp_path / "r"), log=lambda m: None)
     combined = results.rung("few_shot_rag")
-    last = model.calls[-1]
+    last = next(c for c in reversed(model.calls) if len(c) > 2)
     # system, 2 demonstrations (user + assistant each), then the question carrying the documents.
     assert [m["role"] for m in last] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert "Documents:\n[1] Doc: the facts" in last[-1]["content"] and "Documents:" not in last[1]["content"]

@@ -67,10 +67,10 @@ def test_a_rerun_recomputes_only_the_damaged_rung(tmp_path, case):
     [line] = [m for m in lines if "damaged" in m or "missing" in m]
     assert line.startswith(says) and line.endswith("; recomputing few_shot")
     assert any(m.startswith("Zero-shot prompt: finished earlier") for m in lines)
-    # The intact .partial.jsonl rows are reused: no eval answer is generated again, only the 1 + 8
+    # The intact .partial.jsonl rows are reused: no eval answer is generated again, only the 1 + 16
     # single-request latency probes of the recomputed rung, and none for zero-shot.
     assert model.calls and all(few_shot_call(c) for c in model.calls)
-    assert len(model.calls) == 9
+    assert len(model.calls) == 17
     for name in ("zero_shot", "few_shot"):
         assert results.rung(name).status == "done"
         assert results.rung(name).score == first.rung(name).score
@@ -110,7 +110,7 @@ def test_damaged_partial_rows_are_regenerated_and_the_sound_ones_kept(tmp_path):
     results = run_ladder(task, RunOptions(model=model, **options), log=lambda m: None)
     asked = [c[-1]["content"] for c in model.calls[:2]]
     assert asked == [inputs[9], inputs[N_EVAL - 1]]  # lines 10 and N_EVAL of the partial file
-    assert len(model.calls) == 2 + 9
+    assert len(model.calls) == 2 + 17
     assert results.rung("few_shot").score == first.rung("few_shot").score
     rows = [json.loads(line) for line in partial.read_text().splitlines()]
     assert sorted(r["index"] for r in rows) == list(range(N_EVAL))

@@ -282,6 +282,9 @@ class LadderSpec(Strict):
     relative_margin: float | None = Field(
         None, gt=0, lt=1, description="margin as a share of the best score instead (0.05 = 5% of it); overrides `margin`"
     )
+    latency_requests: int = Field(
+        16, ge=1, le=1000, description="single requests timed per rung for latency, interleaved across rungs"
+    )
     adaptive: bool = Field(
         True, description="score eval in four looks and stop once the verdict cannot change (`tunewise run --full` scores all)"
     )
@@ -316,15 +319,15 @@ class Task(Strict):
     )
     target: float | None = Field(None, description="score that is good enough (same scale as the metric)")
     system_prompt: str | None = Field(None, description="defaults to the data's own system message")
-    model: str = Field("embedded", description="embedded, a local folder, a .gguf path, a hub id, or openai:NAME")
-    model_options: ModelOptions = Field(default_factory=ModelOptions)
-    business: Business = Field(default_factory=Business)
     constraint: dict[str, Any] | None = Field(
         None,
         description="what constrained rungs (zero_shot_constrained, ...) restrict answers to: {labels: [...]}, "
         "{json_schema: {...} or file.json} or {regex: '...'}; default: the train labels (accuracy, macro_f1) "
         "or a JSON schema inferred from the train answers (json_* metrics)",
     )
+    model: str = Field("embedded", description="embedded, a local folder, a .gguf path, a hub id, or openai:NAME")
+    model_options: ModelOptions = Field(default_factory=ModelOptions)
+    business: Business = Field(default_factory=Business)
     ladder: LadderSpec = Field(default_factory=LadderSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
 

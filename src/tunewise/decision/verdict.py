@@ -170,19 +170,25 @@ def examples_needed(pc: PairComparison, margin: float, power: float = 0.8) -> in
 
 
 def spending_schedule(alpha: float, looks: Sequence[float]) -> list[float]:
-    """The alpha each adaptive look may spend: Lan-DeMets' Pocock-type spending function
-    alpha x ln(1 + (e - 1) t) at the looks' information fractions t, as increments.
+    """The alpha each adaptive look may spend: Lan-DeMets' O'Brien-Fleming-type spending function
+    2 x (1 - Phi(z_(1 - alpha/2) / sqrt(t))) at the looks' information fractions t, as increments.
 
     Each look tests at its increment; by the union bound the chance of any false claim over all
-    looks is at most alpha. Pocock-type spends early, so a clear loser is dropped at the first look.
+    looks is at most alpha. O'Brien-Fleming-type keeps most of alpha for the last look, so a close
+    call at the end is nearly as sure as without looks, while a clear loser (a rung far below the
+    others) is still dropped early: its difference dwarfs even the first look's strict bound.
+    (Pocock-type spending, alpha x ln(1 + (e - 1) t), stops more often at the first look but left the
+    last look 0.0086 of 0.05 and doubled the inconclusive verdicts in the simulation study.)
 
-    >>> [round(x, 4) for x in spending_schedule(0.05, [0.25, 0.5, 0.75, 1.0])]
-    [0.0179, 0.0131, 0.0104, 0.0086]
+    >>> [round(x, 5) for x in spending_schedule(0.05, [0.25, 0.5, 0.75, 1.0])]
+    [9e-05, 0.00549, 0.01805, 0.02637]
     """
     fractions = [min(1.0, max(0.0, t)) for t in looks]
     if fractions != sorted(fractions) or not fractions or fractions[-1] != 1.0:
         raise ValueError(f"looks must rise to 1.0, got {list(looks)}")
-    spent = [alpha * math.log(1 + (math.e - 1) * t) for t in fractions]
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    spent = [2 * (1 - float(stats.norm.cdf(z / math.sqrt(t)))) if t > 0 else 0.0 for t in fractions]
+    spent[-1] = alpha  # exactly, whatever the floating point
     return [b - a for a, b in zip([0.0] + spent[:-1], spent)]
 
 

@@ -91,6 +91,8 @@ class RungResult(BaseModel):
     meets_target: bool | None = None
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
+    latency_p50_ci: tuple[float, float] | None = None  # 95% bootstrap interval of the median
+    latency_requests: int | None = None  # single requests timed, interleaved with the other rungs'; None: before schema 2
     prompt_tokens: float | None = None  # mean per request
     output_tokens: float | None = None  # mean per request
     cost_per_1k: float | None = None  # $ per 1,000 requests
@@ -99,10 +101,10 @@ class RungResult(BaseModel):
     horizon_cost: float | None = None  # upfront + horizon_months x monthly
     retrieval_recall: float | None = None  # recall@k of the gold source document
     extra_scores: dict[str, Score] = Field(default_factory=dict)  # task.extra_metrics, reported, not decided on
-    predictions_file: str | None = None
-    training: TrainingSummary | None = None
     # Label tasks: gold label -> predicted label -> count; answers that are no gold label count as "(other)".
     confusion: dict[str, dict[str, int]] | None = None
+    predictions_file: str | None = None
+    training: TrainingSummary | None = None
     tuning: Tuning | None = None  # knobs chosen on dev before eval was scored; None when not tuned
 
 
@@ -178,10 +180,10 @@ class Decision(BaseModel):
     open_question: str | None = None  # what the data cannot tell, in words
     examples_needed: int | None = None  # eval examples that would settle it (80% power)
     looks: list[Look] = Field(default_factory=list)  # adaptive evaluation: what each look saw
-
-
     # What the score hides (decision/warnings.py): collapsed classes, companion metrics that disagree.
     warnings: list[str] = Field(default_factory=list)
+
+
 class Results(BaseModel):
     schema_version: int = SCHEMA_VERSION
     run_id: str

@@ -267,20 +267,47 @@ def predict_resumable(
     return [kept[i] for i in range(len(examples))]
 
 
-def single_request_latencies(prepared: Prepared, examples: list[Example], max_new_tokens: int, n: int = 8) -> list[float]:
-    """Latency as a user meets it: one request at a time, end to end (retrieval included).
+def measure_latencies(state: RunState, rungs: list[RungResult], log: Callable[[str], None] = print) -> None:
+    """Latency as a user meets it: one request at a time, end to end (retrieval included), for every
+    finished rung not yet timed, interleaved across rungs and rotated so that none always goes first.
 
-    The ladder's own predictions are generated in batches, where a request's wall time is its
-    batch's; timing a few requests alone gives the figure a product team asks about.
+    The ladder's own answers are generated in batches, where a request's wall time is its batch's.
+    Timing single requests in rounds, each round one request a rung, puts every rung under the same
+    machine load; the median gets a bootstrap interval, so a noisy figure shows as one.
     """
-    sample = examples[: max(1, min(n, len(examples)))]
-    prepared.model.generate([prepared.build(sample[0].messages).messages], max_new_tokens)  # warm-up
-    out = []
-    for ex in sample:
-        start = time.perf_counter()
-        prepared.model.generate([prepared.build(ex.messages).messages], max_new_tokens)
-        out.append(time.perf_counter() - start)
-    return out
+    from tunewise.eval.stats import bootstrap_ci
+
+    todo = [r for r in rungs if r.status == "done" and r.latency_requests is None]
+    if not todo:
+        return
+    task, ctx = state.task, state.ctx
+    from tunewise.ladder.tuning import context_for  # a tuned rung is timed with its chosen knobs
+
+    prepared = {r.name: state.prepared.get(r.name) or get_rung(r.name).prepare(context_for(ctx, r)) for r in todo}
+    state.prepared.update(prepared)
+    examples = ctx.eval[: max(1, min(task.ladder.latency_requests, len(ctx.eval)))]
+    log(f"timing {len(examples)} single requests per rung, interleaved: {', '.join(r.title for r in todo)}")
+    for p in prepared.values():  # warm-up: first-call allocations are not what a user waits for
+        p.model.generate([p.build(examples[0].messages).messages], task.ladder.max_new_tokens)
+    names = list(prepared)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i, ex in enumerate(examples):
+        turn = i % len(names)
+        for name in names[turn:] + names[:turn]:
+            start = time.perf_counter()
+            prepared[name].model.generate([prepared[name].build(ex.messages).messages], task.ladder.max_new_tokens)
+            times[name].append(time.perf_counter() - start)
+    for r in todo:
+        t = np.asarray(times[r.name])
+        r.latency_p50_s, r.latency_p95_s = float(np.percentile(t, 50)), float(np.percentile(t, 95))
+        r.latency_p50_ci = bootstrap_ci(t, seed=ctx.seed, statistic=lambda idx, t=t: float(np.median(t[idx])))
+        r.latency_requests = len(t)
+        # Onto the rung's saved record, which may hold more answers than this verdict showed.
+        cached = state.run_dir / "rungs" / f"{r.name}.json"
+        saved = RungResult.model_validate_json(cached.read_bytes()) if cached.exists() else r
+        fields = ("latency_p50_s", "latency_p95_s", "latency_p50_ci", "latency_requests")
+        saved = saved.model_copy(update={f: getattr(r, f) for f in fields})
+        atomic_write_text(cached, saved.model_dump_json(indent=2))
 
 
 # -- costs ------------------------------------------------------------------------------------
@@ -438,6 +465,11 @@ def run_rung(
     title = rung_title(name, task)
     if rung.needs_corpus and not state.has_corpus:
         return RungResult(name=name, title=title, status="skipped", note="no knowledge corpus: set `corpus:` in the task file")
+    if rung.constrained:
+        from tunewise.models.constraints import constraint_unavailable
+
+        if (why := constraint_unavailable(task)) is not None:
+            return RungResult(name=name, title=title, status="skipped", note=why)
     # Knobs chosen on dev (ladder.tune) before the first eval answer; read back from the run folder
     # at later looks and on resume. Untuned rungs get ctx back unchanged.
     from tunewise.ladder.tuning import tuned_context
@@ -457,19 +489,11 @@ def run_rung(
     score, per_example = score_predictions(state.metric, predictions, examples, seed=task.data.seed)
     state.per_example[name], state.predictions[name] = per_example, predictions
 
-    if previous is not None and previous.latency_p50_s is not None:
-        p50, p95 = previous.latency_p50_s, previous.latency_p95_s
-    else:
-        latencies = single_request_latencies(prepared, examples, task.ladder.max_new_tokens)
-        p50, p95 = float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95))
+    kept = previous is not None and previous.latency_requests is not None  # timed once, after the climb
+    p50, p95 = (previous.latency_p50_s, previous.latency_p95_s) if kept else (None, None)
     prompt_tokens = float(np.mean([r["prompt_tokens"] for r in rows]))
     output_tokens = float(np.mean([r["output_tokens"] for r in rows]))
     costs = rung_costs(task, prompt_tokens, output_tokens, prepared.finetuned, prepared.upfront_cost)
-    if rung.constrained:
-        from tunewise.models.constraints import constraint_unavailable
-
-        if (why := constraint_unavailable(task)) is not None:
-            return RungResult(name=name, title=title, status="skipped", note=why)
 
     recall = None
     if any(ex.source_id for ex in examples) and any(r["retrieved_ids"] for r in rows):
@@ -498,6 +522,8 @@ def run_rung(
         score=score,
         latency_p50_s=p50,
         latency_p95_s=p95,
+        latency_p50_ci=previous.latency_p50_ci if kept else None,
+        latency_requests=previous.latency_requests if kept else None,
         prompt_tokens=prompt_tokens,
         output_tokens=output_tokens,
         retrieval_recall=recall,
@@ -555,6 +581,21 @@ def score_extra_metrics(state: RunState, results: list[RungResult], metrics: lis
             r.extra_scores[metric.name] = scores[r.name]
 
 
+def score_warnings(state: RunState, results: Results, extra: list[Any]) -> list[str]:
+    """Confusion matrices onto label rungs, and the decision's warnings (decision/warnings.py)."""
+    from tunewise.decision.warnings import confusion, verdict_warnings
+
+    confusions = {}
+    if state.task.metric in ("accuracy", "macro_f1"):
+        for r in results.rungs:
+            if r.status == "done" and r.name in state.predictions:
+                predictions = state.predictions[r.name]
+                r.confusion = confusions[r.name] = confusion(predictions, [ex.answer for ex in state.ctx.eval[: len(predictions)]])
+    directions = {m.name: m.higher_is_better for m in extra}
+    focus = results.decision.rung if results.decision else None
+    return verdict_warnings(results.rungs, confusions, state.task.metric, state.metric.higher_is_better, directions, focus)
+
+
 def compare_rungs(state: RunState, results: list[RungResult]) -> None:
     """Paired p-values against the best rung, the previous rung and the plain prompt, on the
     examples both scored. Reported beside the verdict; the verdict itself is `rung_verdict`'s."""
@@ -581,21 +622,6 @@ def compare_rungs(state: RunState, results: list[RungResult]) -> None:
         r.p_value_vs_best = None if r is best else p_value(r.name, best.name)
         if previous is not None:
             r.p_value_vs_previous = p_value(r.name, previous.name)
-def score_warnings(state: RunState, results: Results, extra: list[Any]) -> list[str]:
-    """Confusion matrices onto label rungs, and the decision's warnings (decision/warnings.py)."""
-    from tunewise.decision.warnings import confusion, verdict_warnings
-
-    confusions = {}
-    if state.task.metric in ("accuracy", "macro_f1"):
-        for r in results.rungs:
-            if r.status == "done" and r.name in state.predictions:
-                predictions = state.predictions[r.name]
-                r.confusion = confusions[r.name] = confusion(predictions, [ex.answer for ex in state.ctx.eval[: len(predictions)]])
-    directions = {m.name: m.higher_is_better for m in extra}
-    focus = results.decision.rung if results.decision else None
-    return verdict_warnings(results.rungs, confusions, state.task.metric, state.metric.higher_is_better, directions, focus)
-
-
         if r.name != "zero_shot" and "zero_shot" in state.per_example:
             r.p_value_vs_zero_shot = p_value(r.name, "zero_shot")
         previous = r
@@ -706,7 +732,7 @@ def disagreements(state: RunState, results: list[RungResult], limit: int = 50) -
     return out[:limit]
 
 
-def _evidence(state: RunState, results: Results, progress: PROGRESS_FACTORY) -> None:
+def _evidence(state: RunState, results: Results, progress: PROGRESS_FACTORY, log: Callable[[str], None] = print) -> None:
     """Learning curve and forgetting check for the fine-tuned rung (cached in the run folder)."""
     ft = next((r.name for r in results.rungs if r.status == "done" and r.finetuned), None)
     if ft is None:
@@ -720,6 +746,13 @@ def _evidence(state: RunState, results: Results, progress: PROGRESS_FACTORY) -> 
 
     folder = state.run_dir / "evidence"
     curve_file, forget_file = folder / "learning_curve.json", folder / "forgetting.json"
+    for file, model in ((curve_file, LearningCurve), (forget_file, Forgetting)):
+        if file.exists():  # a damaged file is said in one line and recomputed, never a traceback
+            try:
+                model.model_validate_json(file.read_bytes())
+            except ValueError:
+                log(f"{file.relative_to(state.run_dir).as_posix()} is damaged; recomputing it")
+                file.unlink()
     if curve_file.exists():
         results.learning_curve = LearningCurve.model_validate_json(curve_file.read_text())
     else:
@@ -750,6 +783,8 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
         names = options.rungs
     elif options.all_rungs:  # every rung that applies; a listed rung that cannot run is shown as skipped
         names = [n for n, r in RUNGS.items() if has_corpus or not r.needs_corpus or n in task.ladder.rungs]
+        # Constrained variants are opt-in (--rungs or ladder.rungs): they double the prompted rungs.
+        names = [n for n in names if not RUNGS[n].constrained or n in task.ladder.rungs]
     else:
         names = task.ladder.rungs
     extra = extra_metrics(task)
@@ -776,8 +811,6 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
     results = Results(
         run_id=run_id,
         task=task.name,
-        # Constrained variants are opt-in (--rungs or ladder.rungs): they double the prompted rungs.
-        names = [n for n in names if not RUNGS[n].constrained or n in task.ladder.rungs]
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         model=task.model if options.model is None else options.model.name,
         metric=task.metric,
@@ -796,16 +829,18 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
     try:
         done, verdict, looks = _climb(state, names, options, progress, log, store, results)
         results.rungs = list(done.values())
+        measure_latencies(state, results.rungs, log)
         compare_rungs(state, results.rungs)
         score_extra_metrics(state, results.rungs, extra, log)
         if verdict is not None:
             apply_verdict(results.rungs, verdict)
         results.decision = decide(task, results.rungs, results.advice, verdict)
+        results.decision.warnings = score_warnings(state, results, extra)
         results.decision.looks = looks
         results.break_even = break_evens(task, results.rungs)
         results.disagreements = disagreements(state, results.rungs)
         if options.evidence:
-            _evidence(state, results, progress)
+            _evidence(state, results, progress, log)
         results.wall_s = time.perf_counter() - started
         save_results(results, run_dir)
         if options.report:
@@ -828,7 +863,6 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
 def _skip_dearer(state: RunState, names: list[str], done: dict[str, RungResult]) -> dict[str, RungResult]:
     """The stop rule: once a rung meets the target, the rungs after it that cannot be cheaper are
     skipped (their cost is estimated before any work). Returns the skipped rungs' results."""
-        results.decision.warnings = score_warnings(state, results, extra)
     task = state.task
     good = [r for r in done.values() if r.status == "done" and r.meets_target]
     if not good or not names:
