@@ -504,3 +504,32 @@ def test_real_model_lora_exports_as_a_gguf_transformers_reads_and_an_ollama_mode
     assert commands["model"] == str(embedded_gguf()) and commands["adapter"] == "./adapter"
     assert commands["template"] == CHATML_GO_TEMPLATE
     assert commands["system"] == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+def test_a_constrained_few_shot_rung_exports_its_shots_and_names_the_constraint(tiny_gguf, tmp_path):
+    """The constrained variant prompts as its plain rung: the export keeps the fixed shots, and says
+    that the grammar is not carried (an engine must be given it, or `tunewise serve` applies it)."""
+    from tunewise.finetune.export import load_deployment
+    from tunewise.ladder.run import RunOptions, run_ladder
+    from tunewise.task import parse_task
+
+    rows = [
+        {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"What does the {a} say?"},
+                      {"role": "assistant", "content": s}]}
+        for a, s in zip(ANIMALS * 3, SOUNDS * 3)
+    ]  # fmt: skip
+    raw = {
+        "name": "tiny-constrained",
+        "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", rows)), "eval": str(write_jsonl(tmp_path / "eval.jsonl", rows[:4]))},
+        "model": str(tiny_gguf),
+        "model_options": {"bf16": "off"},
+        "metric": "accuracy",
+        "ladder": {"rungs": ["few_shot_constrained"], "few_shot": {"k": 2, "selection": "fixed"}, "max_new_tokens": 4, "batch_size": 8, "latency_requests": 2},
+    }
+    task = parse_task(raw, tmp_path / "task.yaml")
+    results = run_ladder(task, RunOptions(evidence=False, report=False, out_dir=tmp_path / "runs"), log=lambda m: None)
+    assert results.rung("few_shot_constrained").status == "done"
+    dep = load_deployment(tmp_path / "runs" / results.run_id, "few_shot_constrained")
+    assert [m["role"] for m in dep.shots] == ["user", "assistant", "user", "assistant"]
+    assert dep.constraint and "labels" in dep.constraint
+    assert any(line.startswith("Constrained decoding") for line in dep.not_reproduced())

@@ -251,6 +251,8 @@ class Deployment:
     """k when the few-shot examples are the nearest ones to each question (per request)."""
     rag: dict[str, Any] | None = None
     """{"k", "mode"} when the rung retrieves documents."""
+    constraint: str | None = None
+    """The constrained decoding the rung used (labels, json_schema, regex), as a short description."""
     max_new_tokens: int | None = None
     run_dir: Path | None = None
 
@@ -278,6 +280,13 @@ class Deployment:
                 "to the question (all-MiniLM-L6-v2 embeddings, most similar last) before it as user/assistant turns. "
                 "An engine can only hold fixed turns, so this export has none; `tunewise serve RUN` selects them per request "
                 "with the ladder's own code."
+            )
+        if self.constraint:
+            out.append(
+                f"Constrained decoding ({self.constraint}): the ladder restricted every answer with a grammar "
+                "(xgrammar). This export does not carry it: pass the same constraint to the engine where it has one "
+                "(vLLM guided decoding, OpenAI-style response_format, llama.cpp grammars), or serve with "
+                "`tunewise serve RUN`, which applies it."
             )
         if self.rag:
             out.append(
@@ -329,7 +338,12 @@ def load_deployment(ref: Path, rung: str | None = None) -> Deployment:
     if spec.trains:
         dep.finetune = tuned_adapter(ref, results.rung(name)) or find_adapter(ref)
         dep.method, dep.lora_r = task.train.method, task.train.lora.r
-    if name in ("few_shot", "few_shot_rag"):
+    base = name.removesuffix("_constrained")  # a constrained rung prompts as its plain rung does
+    if spec.constrained:
+        from tunewise.models.constraints import constraint_kind
+
+        dep.constraint = constraint_kind(task)
+    if base in ("few_shot", "few_shot_rag"):
         if task.ladder.few_shot.selection == "fixed":
             dep.shots = shot_selector(ctx)("")  # the ladder's own fixed sample (seeded)
         else:
