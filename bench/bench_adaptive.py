@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("task", nargs="?", default=str(DEFAULT_TASK))
     parser.add_argument("--out", default=None, help="run folder parent (default: a new temp folder)")
     parser.add_argument("--rungs", default=None, help="comma-separated rungs (default: every rung that applies)")
+    parser.add_argument(
+        "--reuse-training",
+        metavar="RUN_DIR",
+        help="copy this earlier run's train/ folder (same task config) so the fine-tuned rungs are not trained "
+        "again: training is outside the generation time compared here either way",
+    )
     args = parser.parse_args(argv)
 
     import tempfile
@@ -57,6 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(rungs=rungs, all_rungs=True, evidence=False, report=False, out_dir=out)
     quiet = lambda message: print(f"  {message}", file=sys.stderr)  # noqa: E731
 
+    if args.reuse_training:
+        import shutil
+
+        from tunewise.ladder.run import prepare_run
+
+        _, run_dir = prepare_run(task, RunOptions(**common))
+        source = Path(args.reuse_training) / "train"
+        if not source.is_dir():
+            parser.error(f"{source} does not exist: give a run folder of the same task that trained")
+        if not (run_dir / "train").exists():
+            shutil.copytree(source, run_dir / "train")
     print(f"task {task.name}: {args.task}\nrun folder parent: {out}\ncpu: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     started = time.perf_counter()
     adaptive = run_ladder(task, RunOptions(**common), log=quiet)

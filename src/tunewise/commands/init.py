@@ -168,14 +168,17 @@ RUNG_NOTES = {
     "few_shot_rag": "examples and retrieved chunks together",
     "lora": "a LoRA adapter trained on the train split",
     "lora_rag": "the adapter, with retrieved chunks",
+    "zero_shot_constrained": "the prompt alone, answers restricted to the labels or JSON schema",
+    "few_shot_constrained": "few-shot, answers restricted to the labels or JSON schema",
 }
 
 
 def applicable_rungs(has_corpus: bool) -> list[str]:
-    """Every rung that can run on this data: the RAG rungs need a corpus."""
+    """Every rung that can run on this data: the RAG rungs need a corpus. The constrained variants
+    are opt-in, as with `tunewise run --all` (add them to `ladder.rungs` by name)."""
     from tunewise.ladder.rungs import RUNGS
 
-    return [name for name, rung in RUNGS.items() if has_corpus or not rung.needs_corpus]
+    return [name for name, rung in RUNGS.items() if not rung.constrained and (has_corpus or not rung.needs_corpus)]
 
 
 @dataclass
