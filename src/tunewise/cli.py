@@ -96,7 +96,9 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. transformers' "de-quantizing GGUF tensors" bar
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    # Deprecation notices from the libraries name our call sites (e.g. transformers' `past_key_values`
+    # notice points at models/hf.py), so a module filter misses them: a CLI user cannot act on any.
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _stop_on_sigterm() -> None:
