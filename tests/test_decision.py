@@ -47,7 +47,8 @@ def test_the_decision_core_imports_without_torch():
         (-0.005, -0.02, 0.01, "equivalent"),
         (0.01, -0.02, 0.05, "non-inferior"),
         (-0.1, -0.15, -0.05, "worse"),
-        (-0.02, -0.06, -0.001, "inconclusive"),  # measurably lower, but maybe by less than the margin
+        (-0.02, -0.06, -0.001, "worse"),  # measurably lower, maybe by less than the margin: not shown within it
+        (-0.15, -0.27, -0.026, "worse"),
         (0.0, -0.08, 0.08, "inconclusive"),
     ],
 )

@@ -25,7 +25,7 @@ def vs_best_cell(r: RungResult) -> str:
     if r.vs_best is None:
         return f"{'worse' if r.significantly_worse_than_best else 'n.s.'} {fmt_p(r.p_value_vs_best)}"
     cell = f"{r.vs_best} {r.diff_vs_best:+.3f}"
-    if r.vs_best == "inconclusive":
+    if r.vs_best in ("inconclusive", "worse"):
         cell += f"\n[{r.diff_vs_best_low:+.3f}, {r.diff_vs_best_high:+.3f}]"
     return cell
 

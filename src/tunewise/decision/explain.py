@@ -35,8 +35,11 @@ class Context:
 
 
 def fmt_diff(pc: PairComparison) -> str:
-    """>>> fmt_diff(PairComparison("a", "b", 100, -0.0512, -0.1, -0.002, 0.3, 0.025))
-    '-0.051 [-0.100, -0.002]'"""
+    """The difference with its bounds.
+
+    >>> fmt_diff(PairComparison("a", "b", 100, -0.0512, -0.1, -0.002, 0.3, 0.025))
+    '-0.051 [-0.100, -0.002]'
+    """
     return f"{pc.diff:+.3f} [{pc.lower:+.3f}, {pc.upper:+.3f}]"
 
 
@@ -115,10 +118,15 @@ def explain(
             pc = verdict.vs_best.get(r.name)
             if r.stopped:
                 reasons.append(f"{r.title} scores {r.score.value:.3f}: {r.stopped}.")
-            elif status == "worse" and pc is not None:
+            elif status == "worse" and pc is not None and pc.upper < -m:
                 reasons.append(
                     f"{r.title} scores {r.score.value:.3f}, worse than {best.title} by more than the margin "
                     f"{m:g} (difference {fmt_diff(pc)})."
+                )
+            elif status == "worse" and pc is not None and r.meets_target is not False:
+                reasons.append(
+                    f"{r.title} scores {r.score.value:.3f}, measurably worse than {best.title} (difference "
+                    f"{fmt_diff(pc)}), perhaps by less than the margin {m:g}."
                 )
             elif r.meets_target is False:
                 reasons.append(f"{r.title} scores {r.score.value:.3f}, below the target {ctx.target:g}.")

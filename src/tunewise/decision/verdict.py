@@ -77,11 +77,13 @@ class PairComparison:
     level: float
 
     def status(self, margin: float) -> Status:
+        """better, equivalent or non-inferior within the margin, worse (measurably lower and not
+        shown within the margin), or inconclusive (the interval spans both 0 and -margin)."""
         if self.lower > 0:
             return "better"
         if self.lower > -margin:
             return "equivalent" if self.upper < margin else "non-inferior"
-        if self.upper < -margin:
+        if self.upper < 0:
             return "worse"
         return "inconclusive"
 

@@ -227,8 +227,11 @@ VS_BEST_CLASS = {"best": "best", "better": "best", "equivalent": "tie", "non-inf
 
 
 def vs_best_text(r: RungResult, decimals: int = 3) -> str:
-    """>>> vs_best_text(RungResult(name="a", title="A", vs_best="inconclusive", diff_vs_best=-0.05, diff_vs_best_low=-0.11, diff_vs_best_high=0.004))
-    'inconclusive: -0.050 (-0.110 to +0.004)'"""
+    """The rung against the best within the margin, with the difference's bounds.
+
+    >>> vs_best_text(RungResult(name="a", title="A", vs_best="inconclusive", diff_vs_best=-0.05, diff_vs_best_low=-0.11, diff_vs_best_high=0.004))
+    'inconclusive: -0.050 (-0.110 to +0.004)'
+    """
     if r.vs_best == "best" or r.diff_vs_best is None:
         return r.vs_best or DASH
     return (
