@@ -17,8 +17,9 @@ from tunewise.ui import console, print_json
 def vs_best_cell(r: RungResult) -> str:
     """The rung against the best within the margin (schema 2), or the p-value (schema 1 runs).
 
-    >>> vs_best_cell(RungResult(name="a", title="A", vs_best="worse", diff_vs_best=-0.1651, diff_vs_best_low=-0.2, diff_vs_best_high=-0.1))
-    'worse -0.165'
+    >>> print(vs_best_cell(RungResult(name="a", title="A", vs_best="worse", diff_vs_best=-0.1651, diff_vs_best_low=-0.2, diff_vs_best_high=-0.1)))
+    worse -0.165
+    [-0.200, -0.100]
     """
     if r.vs_best == "best" or (r.vs_best is None and r.p_value_vs_best is None):
         return "best"
