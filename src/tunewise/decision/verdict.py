@@ -149,7 +149,8 @@ def _paired_binary(a: np.ndarray, b: np.ndarray, level: float, sign: float, name
     sd = math.sqrt(max(p_a + p_b - (p_a - p_b) ** 2, 0.0))  # per-example, for the power calculation
     half = float(stats.norm.ppf(1 - level)) * sd / math.sqrt(n + 2)
     diff = sign * (only_a - only_b) / n
-    return PairComparison(*names, n, diff, adjusted - half, adjusted + half, sd, level)
+    # A difference of 0/1 scores lies in [-1, 1]; the normal bound can overshoot at extreme levels.
+    return PairComparison(*names, n, diff, max(adjusted - half, -1.0), min(adjusted + half, 1.0), sd, level)
 
 
 def examples_needed(pc: PairComparison, margin: float, power: float = 0.8) -> int | None:
