@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 from urllib.parse import parse_qs, quote
 
-import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -273,11 +272,11 @@ def draft_from_form(form: dict[str, list[str]]) -> Any:
 def task_of(draft: Any) -> tuple[str, Any]:
     """The task file's text and the Task it loads as (validated exactly as a saved file would be)."""
     from tunewise.commands.init import render_task_yaml
-    from tunewise.task import parse_task
+    from tunewise.task import parse_task, parse_yaml
 
     out = tasks_dir() / f"{draft.name}.yaml"
     text = render_task_yaml(draft, out)
-    return text, parse_task(yaml.safe_load(text), out)
+    return text, parse_task(parse_yaml(text, out), out)
 
 
 def estimate_for(state: WebState, task: Any) -> Any:
