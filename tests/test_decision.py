@@ -188,3 +188,22 @@ def test_an_interrupted_adaptive_run_resumes_to_the_same_verdict(tmp_path):
     resumed = _run(tmp_path, task, FakeModel(respond=oracle(0.85, 0.9)), all_rungs=True, rungs=["zero_shot", "few_shot"])
     assert resumed.decision.sentence == reference.decision.sentence
     assert [r.scored_examples for r in resumed.rungs] == [r.scored_examples for r in reference.rungs]
+
+
+def test_a_lower_is_better_metric_picks_the_lowest_through_run_ladder(tmp_path):
+    """`higher_is_better = False` (an error rate): the best rung is the lowest-scoring one, the
+    target is met from below, and the rung with more errors is the worse one."""
+    (tmp_path / "errors.py").write_text(
+        "def error(prediction, references):\n"
+        "    return 0.0 if prediction.strip() in references else 1.0\n"
+        "error.binary = True\n"
+        "error.higher_is_better = False\n"
+    )
+    task = make_task(tmp_path, target=0.2).model_copy(update={"metric": "errors.py:error", "extra_metrics": []})
+    results = _run(tmp_path, task, FakeModel(respond=oracle(0.3, 0.95)), all_rungs=True, rungs=["zero_shot", "few_shot"])
+    zero, few = results.rung("zero_shot"), results.rung("few_shot")
+    assert few.score.value < 0.15 < 0.6 < zero.score.value
+    assert results.higher_is_better is False
+    assert few.vs_best == "best" and zero.vs_best == "worse" and zero.diff_vs_best < 0  # oriented: negative is worse
+    assert few.meets_target is True and zero.meets_target is False
+    assert results.decision.rung == "few_shot" and results.decision.confident
