@@ -93,6 +93,13 @@ def print_results(results: Results, run_dir: Path | None = None) -> None:
     extra = extra_metrics_table(results)
     if extra is not None:
         console.print(extra)
+    timed = [r for r in results.rungs if r.status == "done" and r.latency_p50_ci is not None and r.latency_requests]
+    if timed:
+        spans = ", ".join(f"{r.title} {r.latency_p50_ci[0]:.2f}-{r.latency_p50_ci[1]:.2f}s" for r in timed)
+        console.print(
+            f"  latency: {timed[0].latency_requests} single requests a rung, interleaved across rungs; "
+            f"p50 95% CI: {spans}"
+        )
     skipped = [r for r in results.rungs if r.status != "done"]
     for r in skipped:
         console.print(f"  [dim]{r.title}: {r.status} - {r.note}[/dim]")

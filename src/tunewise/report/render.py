@@ -305,6 +305,9 @@ def _rung_rows(results: Results, colours: dict[str, str], out_dir: Path, symbol:
         if r.meets_target is not None:
             row.meets, row.meets_class = ("yes", "yes") if r.meets_target else ("no", "no")
         row.latency = fmt_latency(r.latency_p50_s, r.latency_p95_s)
+        if r.latency_p50_ci is not None and r.latency_requests:
+            low, high = r.latency_p50_ci
+            row.latency += f" (p50 {fmt_latency(low, high).replace(' / ', '–')}, {r.latency_requests} requests)"
         if r.prompt_tokens is not None or r.output_tokens is not None:
             row.tokens = f"{fmt_tokens(r.prompt_tokens)} / {fmt_tokens(r.output_tokens)}"
         row.cost_per_1k = fmt_money(r.cost_per_1k, symbol)
