@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunewise.cost.money import fmt_money
-from tunewise.decision.verdict import PairComparison, Verdict
+from tunewise.decision.verdict import PairComparison, Verdict, examples_needed
 from tunewise.ladder.results import Decision, RungResult
 
 # Which rung carries out each approach of the advisor's framework.
@@ -133,7 +133,7 @@ def explain(
             elif status == "inconclusive" and pc is not None and r.name != verdict.open_candidate:
                 reasons.append(
                     f"{r.title} scores {r.score.value:.3f}: cannot tell whether it is within {m:g} of "
-                    f"{best.title} (difference {fmt_diff(pc)})."
+                    f"{best.title} (difference {fmt_diff(pc)}); {needed_words(examples_needed(pc, m), pc.n)}."
                 )
             elif r.name in verdict.noninferior and (r.horizon_cost or 0) > (choice.horizon_cost or 0):
                 reasons.append(
