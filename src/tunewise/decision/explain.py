@@ -128,6 +128,11 @@ def explain(
                     f"{r.title} scores {r.score.value:.3f}, measurably worse than {best.title} (difference "
                     f"{fmt_diff(pc)}), perhaps by less than the margin {m:g}."
                 )
+            elif r.meets_target is False and status == "inconclusive" and pc is not None and r.name != verdict.open_candidate:
+                reasons.append(
+                    f"{r.title} scores {r.score.value:.3f}, below the target {ctx.target:g}; cannot tell whether it is "
+                    f"within {m:g} of {best.title} (difference {fmt_diff(pc)}); {needed_words(examples_needed(pc, m), pc.n)}."
+                )
             elif r.meets_target is False:
                 reasons.append(f"{r.title} scores {r.score.value:.3f}, below the target {ctx.target:g}.")
             elif status == "inconclusive" and pc is not None and r.name != verdict.open_candidate:
