@@ -598,7 +598,7 @@ def score_warnings(state: RunState, results: Results, extra: list[Any]) -> list[
 
 def compare_rungs(state: RunState, results: list[RungResult]) -> None:
     """Paired p-values against the best rung, the previous rung and the plain prompt, on the
-    examples both scored. Reported beside the verdict; the verdict itself is `rung_verdict`'s."""
+    examples both scored. Reported beside the verdict, which `_climb` takes from the decision core."""
     from tunewise.eval.stats import compare, compare_predictions
 
     done = [r for r in results if r.status == "done" and r.score is not None and r.name in state.per_example]
@@ -652,24 +652,6 @@ def margin_for(task: Task, best_value: float) -> float:
     if rel is not None and abs(best_value) > 0:
         return rel * abs(best_value)
     return task.ladder.margin
-
-
-def rung_verdict(state: RunState, rungs: list[RungResult], size: int | None = None, level: float | None = None) -> Any:
-    """The decision core's verdict on these rungs' first `size` answers, in one look (docs/decision.md)."""
-    from tunewise.decision import Candidate, choose
-
-    task, metric = state.task, state.metric
-    sizes = {r.name: min(size or len(state.per_example[r.name]), len(state.per_example[r.name])) for r in rungs}
-    values = {r.name: _metric_value(state, r.name, sizes[r.name]) for r in rungs}
-    candidates = [
-        Candidate(r.name, r.title, state.per_example[r.name][: sizes[r.name]], cost=r.horizon_cost or 0.0, value=values[r.name])
-        for r in rungs
-    ]
-    sign = 1.0 if metric.higher_is_better else -1.0
-    margin = margin_for(task, max(values.values(), key=lambda v: sign * v))
-    return choose(
-        candidates, margin, task.ladder.alpha, task.target, metric.higher_is_better, level=level, replicates=_replicates(state)
-    )
 
 
 def apply_verdict(results: list[RungResult], verdict: Any) -> None:
