@@ -62,10 +62,11 @@ def stream(model: ChatModel, messages: Messages, max_new_tokens: int) -> TokenSt
     own = getattr(model, "stream", None)
     if callable(own):
         return own(messages, max_new_tokens)
-    return _whole(model, messages, max_new_tokens)
+    return whole_answer(model, messages, max_new_tokens)
 
 
-def _whole(model: ChatModel, messages: Messages, max_new_tokens: int) -> TokenStream:
+def whole_answer(model: ChatModel, messages: Messages, max_new_tokens: int) -> TokenStream:
+    """The answer as one piece, once generated: the stream of a backend that cannot stream."""
     generation = model.generate([messages], max_new_tokens)[0]
     if generation.text:
         yield generation.text

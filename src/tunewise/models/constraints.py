@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from tunewise.errors import TunewiseError
-from tunewise.models.base import Generation, Messages, Progress, TokenStream
+from tunewise.models.base import Generation, Messages, Progress, TokenStream, whole_answer
 
 if TYPE_CHECKING:
     from tunewise.data.example import Example
@@ -329,14 +329,7 @@ class ConstrainedModel:
         own = getattr(self.inner, "stream", None)
         if callable(own):
             return own(messages, self.budget(max_new_tokens), constraint=self.constraint)
-        return _whole(self, messages, max_new_tokens)
-
-
-def _whole(model: ConstrainedModel, messages: Messages, max_new_tokens: int) -> TokenStream:
-    generation = model.generate([messages], max_new_tokens)[0]
-    if generation.text:
-        yield generation.text
-    return generation
+        return whole_answer(self, messages, max_new_tokens)
 
 
 class GrammarCache:
