@@ -117,10 +117,7 @@ class OpenAIChatModel:
                 response = client.post(self.url, json=body)
             except (httpx.TimeoutException, httpx.TransportError) as err:
                 if last:
-                    raise ModelAPIError(
-                        f"{self.url}: {type(err).__name__} after {attempt + 1} attempt(s) (timeout {self.timeout}s); "
-                        "check the server is up, or raise timeout"
-                    ) from None
+                    raise self._unreachable(err, attempt + 1) from None
                 self.sleep(backoff_s(attempt))
                 continue
             if response.status_code in RETRY_STATUS and not last:
@@ -168,12 +165,16 @@ class OpenAIChatModel:
                         return (yield from self._events(response, messages, started))
                 except (httpx.TimeoutException, httpx.TransportError) as err:
                     if last:
-                        raise ModelAPIError(
-                            f"{self.url}: {type(err).__name__} after {attempt + 1} attempt(s) (timeout {self.timeout}s); "
-                            "check the server is up, or raise timeout"
-                        ) from None
+                        raise self._unreachable(err, attempt + 1) from None
                     self.sleep(backoff_s(attempt))
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _unreachable(self, err: Exception, attempts: int) -> ModelAPIError:
+        """The error for a server that did not answer (timeout, refused connection), after retrying."""
+        return ModelAPIError(
+            f"{self.url}: {type(err).__name__} after {attempts} attempt(s) (timeout {self.timeout}s); "
+            "check the server is up, or raise timeout"
+        )
 
     def _events(self, response: Any, messages: Messages, started: float) -> TokenStream:
         import httpx
