@@ -154,6 +154,11 @@ def write_gguf(model: Any, template: Path, out: Path, outtype: str = "f16", name
         writer.close()
         partial.unlink(missing_ok=True)
         raise TunewiseError(f"no GGUF name for tensor(s) {', '.join(unmapped[:5])}; use llama.cpp's converter: {INSTALL_CONVERTER}")
+    return _finish(writer, partial, out)
+
+
+def _finish(writer: Any, partial: Path, out: Path) -> Path:
+    """Write the GGUF to its temp name, then rename it into place: a crash leaves no half file."""
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -242,11 +247,4 @@ def write_lora_gguf(adapter: Path, template: Path, out: Path) -> Path:
             b = permute_qk(b, n_head, n_head_kv)
         writer.add_tensor(f"{gguf_name}.weight.lora_a", np.ascontiguousarray(a))
         writer.add_tensor(f"{gguf_name}.weight.lora_b", np.ascontiguousarray(b))
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
-    os.replace(partial, out)
-    return out
+    return _finish(writer, partial, out)
