@@ -79,7 +79,7 @@ def main() -> None:
 
     import httpx
 
-    from tunewise.ladder.rungs import Prepared, Request
+    from tunewise.rungs.base import Prepared, Request
     from tunewise.models.resolve import load_model
     from tunewise.serve.app import build_app
     from tunewise.serve.config import ServedConfig

@@ -289,7 +289,7 @@ def test_ollama_modelfile_for_the_lora_rung_parses_with_base_adapter_template_an
 def test_ollama_modelfile_carries_the_fixed_few_shot_turns_the_ladder_used(run_dir, tmp_path):
     from tunewise.finetune.export import CHATML_GO_TEMPLATE, export_for
     from tunewise.ladder.run import RunOptions, open_run
-    from tunewise.ladder.rungs import get_rung
+    from tunewise.rungs import get_rung
     from tunewise.models.base import FakeModel
 
     result = export_for(run_dir, "ollama", tmp_path / "ollama", rung="few_shot")

@@ -487,7 +487,7 @@ class FakeRetriever:
 def ladder(tiny_dir, tmp_path_factory):
     """A run context on the tiny model, its two fine-tuned rungs prepared (one training between them)."""
     from tunewise.finetune.rung import prepare_finetuned
-    from tunewise.ladder.rungs import LadderContext
+    from tunewise.rungs.base import LadderContext
 
     task = make_task(tiny_dir, epochs=2, learning_curve=[0.5, 1.0])
     retriever = FakeRetriever()

@@ -13,7 +13,7 @@ from tunewise.finetune import curve
 from tunewise.finetune.forgetting import GENERAL_PROBES, as_is, contains_score, forgetting_check, load_probes
 from tunewise.finetune.train import overfitting_warning, underfitting_note
 from tunewise.ladder.results import LossPoint
-from tunewise.ladder.rungs import LadderContext
+from tunewise.rungs.base import LadderContext
 from tunewise.models.base import FakeModel
 from tunewise.task import parse_task
 

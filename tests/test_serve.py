@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from conftest import ROOT, chat, write_jsonl
 from tunewise.errors import TunewiseError
-from tunewise.ladder.rungs import Prepared, Request, user_turns, with_system
+from tunewise.rungs.base import Prepared, Request, user_turns, with_system
 from tunewise.ladder.run import RunOptions, run_ladder
 from tunewise.models.base import FakeModel
 from tunewise.serve.app import build_app, service_of
@@ -377,7 +377,7 @@ def test_router_votes_over_neighbours_not_just_the_nearest():
 
 SLOW_SERVER = """
 import sys, time
-from tunewise.ladder.rungs import Prepared, Request
+from tunewise.rungs.base import Prepared, Request
 from tunewise.models.base import FakeModel
 from tunewise.serve.app import build_app
 from tunewise.serve.config import ServedConfig

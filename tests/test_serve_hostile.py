@@ -100,7 +100,7 @@ def test_a_silent_connection_is_closed_at_the_read_timeout(serve):
 
 STALLED_SERVER = """
 import sys
-from tunewise.ladder.rungs import Prepared, Request
+from tunewise.rungs.base import Prepared, Request
 from tunewise.models.base import FakeModel
 from tunewise.serve.app import build_app
 from tunewise.serve.config import ServedConfig
@@ -231,7 +231,7 @@ def test_a_500_logs_the_error_and_answers_a_generic_message_with_a_request_id(se
 
 
 def test_a_crash_outside_generation_is_generic_too(serve, caplog):
-    from tunewise.ladder.rungs import Prepared
+    from tunewise.rungs.base import Prepared
 
     def build(turns):
         raise KeyError("/srv/private/index.faiss")

@@ -202,7 +202,7 @@ def test_the_choice_is_shown_in_the_cli_and_the_report(tmp_path, capsys):
 
 
 def test_the_tune_flag_default_grid_fits_its_budget_for_every_rung(tmp_path):
-    from tunewise.ladder.rungs import RUNGS
+    from tunewise.rungs import RUNGS
     from tunewise.ladder.tuning import budget_problems, with_default_grid
 
     task = with_default_grid(make_task(tmp_path))

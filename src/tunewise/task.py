@@ -117,7 +117,9 @@ class Pricing(Strict):
     finetuned_output_per_1m: float | None = Field(1.20, ge=0, description="$ per 1M output tokens, fine-tuned model")
     training_per_1m: float | None = Field(3.00, ge=0, description="hosted fine-tuning $ per 1M training tokens")
     gpu_hourly: float | None = Field(None, ge=0, description="self-hosting: $ per GPU hour")
-    gpu_inference_tokens_per_s: float = Field(2500.0, gt=0, description="self-hosting: tokens/s one GPU serves")
+    gpu_inference_tokens_per_s: float | Literal["measured"] = Field(
+        2500.0, description="self-hosting: tokens/s one GPU serves; `measured`: the rate this run measured for each candidate on this machine"
+    )
     gpu_training_tokens_per_s: float = Field(5000.0, gt=0, description="self-hosting: tokens/s one GPU trains")
 
     @model_validator(mode="after")
@@ -125,7 +127,25 @@ class Pricing(Strict):
         hosted = self.input_per_1m is not None and self.output_per_1m is not None
         if not hosted and self.gpu_hourly is None:
             raise ValueError("give input_per_1m and output_per_1m (hosted API) or gpu_hourly (self-hosting)")
+        tps = self.gpu_inference_tokens_per_s
+        if tps != "measured" and (isinstance(tps, str) or not tps > 0):
+            raise ValueError(f"gpu_inference_tokens_per_s: give a number > 0 or `measured` (got {shorten(tps)})")
+        if tps == "measured" and not self.self_hosted:
+            raise ValueError("gpu_inference_tokens_per_s: `measured` prices self-hosting: set gpu_hourly and "
+                             "input_per_1m: null, output_per_1m: null")
         return self
+
+    @property
+    def measured_throughput(self) -> bool:
+        return self.gpu_inference_tokens_per_s == "measured"
+
+    def with_throughput(self, tokens_per_s: float | None) -> "Pricing":
+        """These prices with a `measured` throughput replaced by the rate measured (unchanged otherwise;
+        with nothing measured, the default rate)."""
+        if not self.measured_throughput:
+            return self
+        rate = tokens_per_s if tokens_per_s and tokens_per_s > 0 else Pricing.model_fields["gpu_inference_tokens_per_s"].default
+        return self.model_copy(update={"gpu_inference_tokens_per_s": rate})
 
     @property
     def self_hosted(self) -> bool:
@@ -174,6 +194,21 @@ class ModelOptions(Strict):
     engine: Literal["transformers", "vllm"] | None = Field(
         None, description="generation engine for local models: transformers (default, anywhere) or vllm (CUDA, `pip install 'tunewise[vllm]'`)"
     )
+
+
+class ModelEntry(Strict):
+    """One model of a task's `models:` section: what it is, how to reach it, and its prices."""
+
+    model: str = Field(description="embedded, a local folder, a .gguf path, a hub id, or openai:NAME")
+    options: ModelOptions = Field(default_factory=ModelOptions)
+    pricing: Pricing | None = Field(
+        None, description="this model's prices as deployed (hosted per-token, or gpu_hourly for self-hosting); default: business.pricing"
+    )
+
+    @property
+    def is_endpoint(self) -> bool:
+        """Reached over HTTP (an OpenAI-compatible API): it answers, but cannot be trained here."""
+        return self.model.startswith("openai:") or self.options.base_url is not None
 
 
 class FewShotSpec(Strict):
@@ -262,11 +297,14 @@ class LadderSpec(Strict):
     @field_validator("rungs")
     @classmethod
     def _known_rungs(cls, v: list[str]) -> list[str]:
-        from tunewise.ladder.rungs import RUNGS  # imports this module: only at validation time
+        from tunewise.rungs import RUNGS, split_candidate  # imports this module: only at validation time
 
-        unknown = [name for name in v if name not in RUNGS]
+        unknown = [name for name in v if split_candidate(name)[0] not in RUNGS]
         if unknown:
-            raise ValueError(f"unknown rung {shorten(unknown[0])}; valid rungs: {', '.join(RUNGS)}")
+            raise ValueError(f"unknown rung {shorten(unknown[0])}; valid rungs: {', '.join(RUNGS)} "
+                             "(on a model of `models:`: rung@model, e.g. few_shot@large)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a rung is listed twice: {shorten(sorted({n for n in v if v.count(n) > 1}))}")
         return v
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)
     rag: RagSpec = Field(default_factory=RagSpec)
@@ -327,6 +365,11 @@ class Task(Strict):
     )
     model: str = Field("embedded", description="embedded, a local folder, a .gguf path, a hub id, or openai:NAME")
     model_options: ModelOptions = Field(default_factory=ModelOptions)
+    models: dict[str, ModelEntry] | None = Field(
+        None,
+        description="several models, by name, each with its own prices; rungs name theirs as rung@name "
+        "(few_shot@large, lora@small), a bare rung runs on the first; replaces `model:`",
+    )
     business: Business = Field(default_factory=Business)
     ladder: LadderSpec = Field(default_factory=LadderSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -369,6 +412,60 @@ class Task(Strict):
             takes = f"takes only {', '.join(accepted)}" if accepted else "takes no options"
             raise ValueError(f"metric_options: metric {self.metric!r} {takes}; got {shorten(', '.join(unknown))}")
         return self
+
+    @model_validator(mode="after")
+    def _models(self) -> "Task":
+        from tunewise.rungs import get_rung, split_candidate
+
+        if self.models is not None:
+            if not self.models:
+                raise ValueError("models: name at least one model, e.g. {small: {model: embedded}}")
+            bad = [k for k in self.models if not k or not all(c.isalnum() or c in "-_." for c in k)]
+            if bad:
+                raise ValueError(f"models: name {shorten(bad[0])}: use letters, digits, '-', '_' or '.' only")
+            moved = [f for f in ("model", "model_options") if f in self.model_fields_set]
+            if moved:
+                raise ValueError(f"give `models:` or `{moved[0]}:`, not both: move it into a `models:` entry")
+        explicit = "rungs" in self.ladder.model_fields_set
+        for name in self.ladder.rungs:
+            key = split_candidate(name)[1]
+            if key is not None and (self.models is None or key not in self.models):
+                known = f"models: {', '.join(self.models)}" if self.models else "the task has no `models:` section"
+                raise ValueError(f"ladder.rungs: {shorten(name)} names model {shorten(key)}, which is not defined ({known})")
+            entry = self.model_entry(key)
+            if explicit and get_rung(name).trains and entry.is_endpoint:
+                where = f"model {key!r}" if key else "the model"
+                raise ValueError(f"ladder.rungs: {name} trains, but {where} ({shorten(entry.model)}) is an OpenAI-compatible "
+                                 "endpoint and cannot be trained here; run it on a local model (e.g. lora@small) or drop it")
+        return self
+
+    @property
+    def default_model_key(self) -> str | None:
+        """The model a bare rung name runs on: the first of `models:`, or None (the single `model:`)."""
+        return next(iter(self.models)) if self.models else None
+
+    def candidate(self, name: str) -> str:
+        """A rung or candidate name as results name it: bare with one `model:`, rung@model with `models:`."""
+        from tunewise.rungs import MODEL_SEPARATOR, split_candidate
+
+        rung, key = split_candidate(name)
+        key = key or self.default_model_key
+        return rung if key is None else f"{rung}{MODEL_SEPARATOR}{key}"
+
+    def model_entry(self, key: str | None) -> ModelEntry:
+        """A `models:` entry (the first for None), or the single `model:` as an entry."""
+        if self.models is None:
+            return ModelEntry(model=self.model, options=self.model_options, pricing=self.business.pricing)
+        return self.models[key or next(iter(self.models))]
+
+    def for_model(self, key: str | None) -> "Task":
+        """This task as one of its models sees it: `model`, `model_options` and the prices set from
+        that `models:` entry, so code that runs one model (training, generation, costs) needs nothing else."""
+        if self.models is None:
+            return self
+        entry = self.model_entry(key)
+        business = self.business.model_copy(update={"pricing": entry.pricing or self.business.pricing})
+        return self.model_copy(update={"model": entry.model, "model_options": entry.options, "business": business})
 
     def resolved(self, base: Path) -> "Task":
         """Paths relative to the task file become absolute."""

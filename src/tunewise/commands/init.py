@@ -176,7 +176,7 @@ RUNG_NOTES = {
 def applicable_rungs(has_corpus: bool) -> list[str]:
     """Every rung that can run on this data: the RAG rungs need a corpus. The constrained variants
     are opt-in, as with `tunewise run --all` (add them to `ladder.rungs` by name)."""
-    from tunewise.ladder.rungs import RUNGS
+    from tunewise.rungs import RUNGS
 
     return [name for name, rung in RUNGS.items() if not rung.constrained and (has_corpus or not rung.needs_corpus)]
 

@@ -65,7 +65,7 @@ def loss_table(summary: Any) -> Any:
 
 def _context(task: Any, train: list, evals: list, run_dir: Path) -> Any:
     """A ladder context for the learning curve: models and retrieval built on first use."""
-    from tunewise.ladder.rungs import LadderContext
+    from tunewise.rungs.base import LadderContext
 
     cache: dict[str, Any] = {}
 

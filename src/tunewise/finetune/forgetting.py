@@ -19,7 +19,7 @@ from typing import Any
 from tunewise.data.example import Example
 from tunewise.eval.stats import fmt_p
 from tunewise.ladder.results import Forgetting, ProbeScore
-from tunewise.ladder.rungs import Prepared, Request
+from tunewise.rungs.base import Prepared, Request
 
 PROBES_DIR = Path(__file__).parent / "probes"
 GENERAL_PROBES = PROBES_DIR / "general.jsonl"

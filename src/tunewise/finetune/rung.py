@@ -16,15 +16,15 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from tunewise.ladder.rungs import LadderContext, Prepared, Request, rag_messages, user_turns, with_system
-from tunewise.models.base import ChatModel, Messages
+from tunewise.models.base import ChatModel
+from tunewise.rungs.base import LadderContext, Prepared, plain_request, rag_request
 
 _LOADED: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
 """adapter folder -> the loaded model, while some rung still holds it: lora and lora_rag share it."""
 
 
 def train_dir(ctx: LadderContext) -> Path:
-    return ctx.run_dir / "train"
+    return ctx.train_dir
 
 
 def generation_options(task: Any) -> dict[str, Any]:
@@ -79,20 +79,7 @@ def prepared_from_adapter(ctx: LadderContext, adapter_path: Path, summary: Any, 
 
     model = finetuned_model(adapter_path, ctx.task)
     system = ctx.system_prompt
-    if with_rag:
-        k = ctx.task.ladder.rag.k
-        retriever = ctx.retriever()
-
-        def build(turns: Messages) -> Request:
-            turns = user_turns(turns)
-            hits = retriever.search(turns[-1]["content"], k)
-            return Request(rag_messages(system, turns, hits), [h.chunk.doc_id for h in hits])
-
-    else:
-
-        def build(turns: Messages) -> Request:
-            return Request(with_system(system, user_turns(turns)))
-
+    build = rag_request(system, ctx.retriever(), ctx.task.ladder.rag.k) if with_rag else plain_request(system)
     return Prepared(
         model=model,
         build=build,
@@ -113,7 +100,7 @@ def prepare_finetuned(ctx: LadderContext, with_rag: bool) -> Prepared:
         outcome = train_model(
             task,
             ctx.train,
-            train_dir(ctx),
+            ctx.train_dir,
             progress=lambda step, steps: advance(1),
             log=lambda message: err_console.print(message),
         )

@@ -69,8 +69,10 @@ class Tuning(BaseModel):
 
 
 class RungResult(BaseModel):
-    name: str  # registry name, e.g. "few_shot"
-    title: str  # for people, e.g. "Few-shot (k=5, nearest)"
+    name: str  # the candidate: a registry name, e.g. "few_shot", or rung@model with `models:` ("few_shot@large")
+    title: str  # for people, e.g. "Few-shot (k=5, nearest)"; "... on large" with several models
+    model: str | None = None  # the model it ran on, as named by its spec (e.g. "SmolLM2-135M-Instruct")
+    pricing: str | None = None  # how that model is priced, in a few words ("hosted $0.15/$0.60 per 1M", "self-hosted $1.20/GPU h")
     status: Literal["done", "skipped", "failed"] = "done"
     note: str | None = None  # why skipped / failed
     finetuned: bool = False
@@ -207,6 +209,7 @@ class Results(BaseModel):
     advice: dict[str, Any] | None = None  # from tunewise.advise
     disagreements: list[Disagreement] = Field(default_factory=list)
     wall_s: float | None = None
+    models: dict[str, str] = Field(default_factory=dict)  # a task's `models:`: name -> model (empty with one `model:`)
 
     def extra_metric_names(self) -> list[str]:
         """The extra metrics some rung was scored with, in first-seen order."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tunewise.cost.model import PREFILL_WEIGHT
 from tunewise.cost.money import fmt_money
 from tunewise.data.example import Example
 from tunewise.errors import TunewiseError
@@ -35,9 +36,10 @@ from tunewise.ladder.results import (
     atomic_write_text,
     save_results,
 )
-from tunewise.ladder.rungs import RUNGS, LadderContext, Prepared, get_rung, rung_title
 from tunewise.ladder.scoring import score_predictions
 from tunewise.ladder.store import RunStore
+from tunewise.rungs import BASELINE, RUNGS, get_rung, split_candidate
+from tunewise.rungs.base import LadderContext, Prepared
 from tunewise.models.base import ChatModel
 from tunewise.paths import runs_dir
 from tunewise.task import Task, task_to_yaml
@@ -62,6 +64,7 @@ class RunOptions:
     out_dir: Path | None = None
     # Injected for tests (a fake or tiny model, a fake embedder); None loads the task's.
     model: ChatModel | None = None
+    models: dict[str, ChatModel] | None = None  # by `models:` key; a key not given gets `model`, else loads
     embedder: Any = None
     retriever: Any = None
 
@@ -114,6 +117,8 @@ def config_hash(task: Task, options: RunOptions) -> str:
     for key in ("train", "eval", "file"):
         cfg.setdefault("data", {}).pop(key, None)
     cfg.pop("corpus", None)
+    for entry in (cfg.get("models") or {}).values():
+        entry.pop("pricing", None)  # prices change the decision, not the answers
     cfg["eval_limit"] = options.eval_limit
     cfg["eval_order"] = "seeded-shuffle"  # predictions saved before eval was shuffled do not line up
     h.update(json.dumps(cfg, sort_keys=True).encode())
@@ -283,7 +288,9 @@ def measure_latencies(state: RunState, rungs: list[RungResult], log: Callable[[s
     task, ctx = state.task, state.ctx
     from tunewise.ladder.tuning import context_for  # a tuned rung is timed with its chosen knobs
 
-    prepared = {r.name: state.prepared.get(r.name) or get_rung(r.name).prepare(context_for(ctx, r)) for r in todo}
+    prepared = {
+        r.name: state.prepared.get(r.name) or get_rung(r.name).prepare(context_for(ctx.for_candidate(r.name), r)) for r in todo
+    }
     state.prepared.update(prepared)
     examples = ctx.eval[: max(1, min(task.ladder.latency_requests, len(ctx.eval)))]
     log(f"timing {len(examples)} single requests per rung, interleaved: {', '.join(r.title for r in todo)}")
@@ -313,11 +320,15 @@ def measure_latencies(state: RunState, rungs: list[RungResult], log: Callable[[s
 # -- costs ------------------------------------------------------------------------------------
 
 
-def rung_costs(task: Task, prompt_tokens: float, output_tokens: float, finetuned: bool, upfront: float) -> dict[str, float]:
+def rung_costs(
+    task: Task, prompt_tokens: float, output_tokens: float, finetuned: bool, upfront: float, tokens_per_s: float | None = None
+) -> dict[str, float]:
+    """A candidate's costs at its own model's prices (`task` is that model's view, Task.for_model);
+    `tokens_per_s`: the throughput measured for it, used where its prices say `measured`."""
     from tunewise.cost.model import request_cost
 
     b = task.business
-    per_call = request_cost(prompt_tokens, output_tokens, b.pricing, finetuned=finetuned)
+    per_call = request_cost(prompt_tokens, output_tokens, b.pricing.with_throughput(tokens_per_s), finetuned=finetuned)
     monthly = per_call * b.calls_per_month
     return {
         "cost_per_1k": per_call * 1000,
@@ -328,29 +339,32 @@ def rung_costs(task: Task, prompt_tokens: float, output_tokens: float, finetuned
 
 
 def estimated_horizon_cost(name: str, state: RunState, done: dict[str, RungResult]) -> float:
-    """A lower bound on what an unrun rung would cost, to decide whether climbing can still pay off."""
-    task, ctx = state.task, state.ctx
-    model = ctx.base_model()
-    base = done.get("zero_shot")
+    """A lower bound on what an unrun candidate would cost, to decide whether climbing can still pay
+    off: its rung's cost profile (tunewise.rungs) priced at its model's prices."""
+    from tunewise.cost.model import approach_prompt_tokens, training_cost
+
+    ctx = state.ctx.for_candidate(name)
+    rung, task, model = get_rung(name), ctx.task, ctx.base_model()
+    plain = done.get(baseline_of(state, name))
     system_tokens = model.count_tokens(ctx.system_prompt or "")
     input_tokens = float(np.mean([model.count_tokens(ex.input_text) for ex in ctx.eval[:50]] or [0]))
     answer_tokens = float(np.mean([model.count_tokens(ex.answer) for ex in ctx.train[:200]] or [0]))
-    prompt = base.prompt_tokens if base and base.prompt_tokens else system_tokens + input_tokens
-    output = base.output_tokens if base and base.output_tokens else answer_tokens
-    rag_tokens = task.ladder.rag.k * task.ladder.rag.chunk_words * 1.0  # >= 1 token a word
+    prompt = plain.prompt_tokens if plain and plain.prompt_tokens else system_tokens + input_tokens
+    output = plain.output_tokens if plain and plain.output_tokens else answer_tokens
+    # Extra prompt tokens of the rung's profile, >= 1 token a retrieved word.
+    prompt += approach_prompt_tokens(
+        0, 0,
+        few_shot_k=task.ladder.few_shot.k if rung.shots else 0, example_tokens=input_tokens + answer_tokens,
+        retrieved_k=task.ladder.rag.k if rung.retrieved else 0, chunk_tokens=task.ladder.rag.chunk_words,
+    )
     upfront = 0.0
-    if name == "few_shot":
-        prompt += task.ladder.few_shot.k * (input_tokens + answer_tokens)
-    elif name in ("rag", "lora_rag"):
-        prompt += rag_tokens
-    elif name == "few_shot_rag":
-        prompt += rag_tokens + task.ladder.few_shot.k * (input_tokens + answer_tokens)
-    if RUNGS[name].trains:
-        from tunewise.cost.model import training_cost
-
+    if rung.trains:
         train_tokens = sum(model.count_tokens(ex.input_text) + model.count_tokens(ex.answer) for ex in ctx.train)
-        upfront = training_cost(train_tokens, 1, task.business.pricing)
-    return rung_costs(task, prompt, output, RUNGS[name].trains, upfront)["horizon_cost"]
+        try:
+            upfront = training_cost(train_tokens, 1, task.business.pricing)
+        except TunewiseError:  # no training price: a lower bound of 0
+            upfront = 0.0
+    return rung_costs(task, prompt, output, rung.trains, upfront)["horizon_cost"]
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -394,18 +408,24 @@ def _load_examples(task: Task, options: RunOptions) -> tuple[list[Example], list
 def _context(task: Task, train: list[Example], evals: list[Example], run_dir: Path, options: RunOptions) -> LadderContext:
     cache: dict[str, Any] = {}
 
-    def base_model() -> ChatModel:
-        if "model" not in cache:
-            if options.model is not None:
-                cache["model"] = options.model
+    def load(key: str | None) -> ChatModel:
+        """One of the task's models, loaded once for the whole run (None: the first, or the only one)."""
+        key = key or task.default_model_key
+        slot = f"model@{key}"
+        if slot not in cache:
+            if options.models and key in options.models:
+                cache[slot] = options.models[key]
+            elif options.model is not None:
+                cache[slot] = options.model
             else:
                 from tunewise.models.resolve import load_model
 
-                opts = task.model_options.model_dump(exclude_none=True)
-                if not task.model.startswith("openai:") and "base_url" not in opts:
+                entry = task.model_entry(key)
+                opts = entry.options.model_dump(exclude_none=True)
+                if not entry.is_endpoint:
                     opts["max_batch_size"] = task.ladder.batch_size
-                cache["model"] = load_model(task.model, **opts)
-        return cache["model"]
+                cache[slot] = load_model(entry.model, **opts)
+        return cache[slot]
 
     def embedder() -> Any:
         if "embedder" not in cache:
@@ -429,7 +449,11 @@ def _context(task: Task, train: list[Example], evals: list[Example], run_dir: Pa
                 cache["retriever"] = build_retriever(task, embedder=embedder())
         return cache["retriever"]
 
-    return LadderContext(task, train, evals, run_dir, base_model, retriever, embedder, seed=task.data.seed)
+    key = task.default_model_key
+    return LadderContext(
+        task.for_model(key), train, evals, run_dir, lambda: load(key), retriever, embedder, seed=task.data.seed,
+        model_key=key, load_model=load,
+    )
 
 
 def _audit_summary(task: Task) -> dict[str, Any] | None:
@@ -460,22 +484,17 @@ def run_rung(
     `previous` is the same rung's result at an earlier, smaller look: its latency is kept rather
     than timed again.
     """
-    task, ctx = state.task, state.ctx
-    rung = get_rung(name)
-    title = rung_title(name, task)
-    if rung.needs_corpus and not state.has_corpus:
-        return RungResult(name=name, title=title, status="skipped", note="no knowledge corpus: set `corpus:` in the task file")
-    if rung.constrained:
-        from tunewise.models.constraints import constraint_unavailable
-
-        if (why := constraint_unavailable(task)) is not None:
-            return RungResult(name=name, title=title, status="skipped", note=why)
+    ctx = state.ctx.for_candidate(name)
+    task, rung = ctx.task, get_rung(name)
+    title = candidate_title(state, name, task)
+    if (why := skip_reason(state, name)) is not None:
+        return RungResult(name=name, title=title, status="skipped", note=why, **model_fields(state, name))
     # Knobs chosen on dev (ladder.tune) before the first eval answer; read back from the run folder
     # at later looks and on resume. Untuned rungs get ctx back unchanged.
     from tunewise.ladder.tuning import tuned_context
 
     ctx, tuning = tuned_context(ctx, name, state.metric, progress)
-    task, title = ctx.task, rung_title(name, ctx.task)
+    task, title = ctx.task, candidate_title(state, name, ctx.task)
     examples = ctx.eval[: size or len(ctx.eval)]
     prepared = state.prepared.get(name) or rung.prepare(ctx)
     state.prepared[name] = prepared
@@ -493,7 +512,9 @@ def run_rung(
     p50, p95 = (previous.latency_p50_s, previous.latency_p95_s) if kept else (None, None)
     prompt_tokens = float(np.mean([r["prompt_tokens"] for r in rows]))
     output_tokens = float(np.mean([r["output_tokens"] for r in rows]))
-    costs = rung_costs(task, prompt_tokens, output_tokens, prepared.finetuned, prepared.upfront_cost)
+    weighted = len(rows) * (PREFILL_WEIGHT * prompt_tokens + output_tokens)  # as the self-hosting price weighs tokens
+    tokens_per_s = weighted / generation_s if generation_s > 0 else None
+    costs = rung_costs(task, prompt_tokens, output_tokens, prepared.finetuned, prepared.upfront_cost, tokens_per_s)
 
     recall = None
     if any(ex.source_id for ex in examples) and any(r["retrieved_ids"] for r in rows):
@@ -518,6 +539,7 @@ def run_rung(
     return RungResult(
         name=name,
         title=title,
+        **model_fields(state, name),
         finetuned=prepared.finetuned,
         score=score,
         latency_p50_s=p50,
@@ -534,6 +556,51 @@ def run_rung(
         generation_s=generation_s,
         **costs,
     )
+
+
+def baseline_of(state: RunState, name: str) -> str:
+    """The baseline candidate for `name`: the plain prompt (rungs.BASELINE) on the same model."""
+    return state.task.candidate(f"{BASELINE.name}@{state.ctx.for_candidate(name).model_key}" if state.task.models else BASELINE.name)
+
+
+def candidate_title(state: RunState, name: str, task: Task) -> str:
+    """The rung's title with the task's settings, and the model's name when a task has several."""
+    title = get_rung(name).title(task)
+    key = split_candidate(name)[1]
+    return title if key is None else f"{title} on {key}"
+
+
+def model_fields(state: RunState, name: str) -> dict[str, Any]:
+    """The `model` and `pricing` a candidate's result shows: which model, priced how."""
+    from tunewise.models.resolve import model_name
+
+    entry = state.task.model_entry(state.ctx.for_candidate(name).model_key)
+    return {"model": model_name(entry.model), "pricing": pricing_words(entry.pricing or state.task.business.pricing)}
+
+
+def pricing_words(pricing: Any) -> str:
+    """Prices in a few words, for a table cell.
+
+    >>> from tunewise.task import Pricing
+    >>> pricing_words(Pricing())
+    'hosted $0.15 in / $0.60 out per 1M'
+    >>> pricing_words(Pricing(input_per_1m=None, output_per_1m=None, gpu_hourly=1.2, gpu_inference_tokens_per_s="measured"))
+    'self-hosted $1.20/GPU h, measured tokens/s'
+    """
+    if pricing.self_hosted:
+        rate = "measured" if pricing.measured_throughput else f"{pricing.gpu_inference_tokens_per_s:,.0f}"
+        return f"self-hosted {fmt_money(pricing.gpu_hourly)}/GPU h, {rate} tokens/s"
+    return f"hosted {fmt_money(pricing.input_per_1m)} in / {fmt_money(pricing.output_per_1m)} out per 1M"
+
+
+def skip_reason(state: RunState, name: str) -> str | None:
+    """Why a candidate cannot run on this task, or None: no corpus for a retrieving rung, no constraint
+    for a constrained one, or a training rung on a model reached over HTTP."""
+    ctx = state.ctx.for_candidate(name)
+    rung = get_rung(name)
+    if rung.trains and state.task.model_entry(ctx.model_key).is_endpoint:
+        return f"{ctx.task.model} is an OpenAI-compatible endpoint: it cannot be trained here"
+    return rung.why_not(ctx.task, state.has_corpus)
 
 
 def task_metric(task: Task, name: str | None = None) -> Any:
@@ -622,8 +689,9 @@ def compare_rungs(state: RunState, results: list[RungResult]) -> None:
         r.p_value_vs_best = None if r is best else p_value(r.name, best.name)
         if previous is not None:
             r.p_value_vs_previous = p_value(r.name, previous.name)
-        if r.name != "zero_shot" and "zero_shot" in state.per_example:
-            r.p_value_vs_zero_shot = p_value(r.name, "zero_shot")
+        baseline = baseline_of(state, r.name)
+        if r.name != baseline and baseline in state.per_example:
+            r.p_value_vs_zero_shot = p_value(r.name, baseline)
         previous = r
 
 
@@ -715,13 +783,15 @@ def disagreements(state: RunState, results: list[RungResult], limit: int = 50) -
 
 
 def _evidence(state: RunState, results: Results, progress: PROGRESS_FACTORY, log: Callable[[str], None] = print) -> None:
-    """Learning curve and forgetting check for the fine-tuned rung (cached in the run folder)."""
-    ft = next((r.name for r in results.rungs if r.status == "done" and r.finetuned), None)
+    """Learning curve and forgetting check for the first candidate whose rung trains (the evidence
+    its rung declares; cached in the run folder)."""
+    ft = next((r.name for r in results.rungs if r.status == "done" and get_rung(r.name).evidence), None)
     if ft is None:
         return
     from tunewise.ladder.tuning import context_for
 
-    ctx = context_for(state.ctx, results.rung(ft))  # the rung's tuned knobs and train pool, if tuned
+    evidence = get_rung(ft).evidence
+    ctx = context_for(state.ctx.for_candidate(ft), results.rung(ft))  # the rung's tuned knobs and train pool, if tuned
     if ft not in state.prepared:  # finished in an earlier session: the adapter on disk is reused
         state.prepared[ft] = get_rung(ft).prepare(ctx)
     from tunewise.ladder.results import Forgetting, LearningCurve
@@ -735,21 +805,26 @@ def _evidence(state: RunState, results: Results, progress: PROGRESS_FACTORY, log
             except ValueError:
                 log(f"{file.relative_to(state.run_dir).as_posix()} is damaged; recomputing it")
                 file.unlink()
-    if curve_file.exists():
+    if "learning_curve" not in evidence:
+        pass
+    elif curve_file.exists():
         results.learning_curve = LearningCurve.model_validate_json(curve_file.read_text())
     else:
         from tunewise.finetune.curve import learning_curve
 
-        results.learning_curve = learning_curve(ctx, state.metric)
+        results.learning_curve = learning_curve(ctx, state.metric, with_rag=get_rung(ft).retrieved)
+        results.learning_curve.rung = ft
         atomic_write_text(curve_file, results.learning_curve.model_dump_json(indent=2))
-    if forget_file.exists():
+    if "forgetting" not in evidence:
+        pass
+    elif forget_file.exists():
         results.forgetting = Forgetting.model_validate_json(forget_file.read_text())
     else:
         from tunewise.finetune.forgetting import forgetting_check
-        from tunewise.ladder.rungs import zero_shot
-
-        base = state.prepared.get("zero_shot") or zero_shot(state.ctx)
+        baseline = baseline_of(state, ft)
+        base = state.prepared.get(baseline) or BASELINE.prepare(state.ctx.for_candidate(ft))
         results.forgetting = forgetting_check(ctx, base, state.prepared[ft])
+        results.forgetting.rung = ft
         atomic_write_text(forget_file, results.forgetting.model_dump_json(indent=2))
 
 
@@ -761,17 +836,8 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
     started = time.perf_counter()
     metric = task_metric(task)
     has_corpus = task.corpus is not None or options.retriever is not None
-    if options.rungs:
-        names = options.rungs
-    elif options.all_rungs:  # every rung that applies; a listed rung that cannot run is shown as skipped
-        names = [n for n, r in RUNGS.items() if has_corpus or not r.needs_corpus or n in task.ladder.rungs]
-        # Constrained variants are opt-in (--rungs or ladder.rungs): they double the prompted rungs.
-        names = [n for n in names if not RUNGS[n].constrained or n in task.ladder.rungs]
-    else:
-        names = task.ladder.rungs
+    names = candidate_names(task, options, has_corpus)
     extra = extra_metrics(task)
-    for n in names:
-        get_rung(n)  # unknown names fail before any work
 
     train, evals = _load_examples(task, options)
     if task.ladder.tune is not None:  # the budget for rungs added by --rungs/--all, and the dev split, before any work
@@ -794,7 +860,8 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
         run_id=run_id,
         task=task.name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        model=task.model if options.model is None else options.model.name,
+        model=(task.model if options.model is None else options.model.name) if not task.models else ", ".join(task.models),
+        models={key: entry.model for key, entry in (task.models or {}).items()},
         metric=task.metric,
         target=task.target,
         higher_is_better=metric.higher_is_better,
@@ -842,6 +909,31 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
     return results
 
 
+def candidate_names(task: Task, options: RunOptions, has_corpus: bool) -> list[str]:
+    """The candidates to climb, as results name them: --rungs, else every rung that applies (--all) on
+    every model, else `ladder.rungs`. Unknown names and models fail here, before any work."""
+    listed = [task.candidate(n) for n in task.ladder.rungs]
+    if options.rungs:
+        names = [task.candidate(n) for n in options.rungs]
+    elif options.all_rungs:  # every rung that applies; a listed rung that cannot run is shown as skipped
+        keys = list(task.models) if task.models else [None]
+        every = [task.candidate(n if key is None else f"{n}@{key}") for key in keys for n in RUNGS]
+        names = [n for n in every if n in listed or (
+            (has_corpus or not get_rung(n).needs_corpus)
+            and not (get_rung(n).trains and task.model_entry(split_candidate(n)[1]).is_endpoint))]
+        # Opt-in rungs (the constrained variants) only when listed: they double the prompted rungs.
+        names = [n for n in names if not get_rung(n).opt_in or n in listed] + [n for n in listed if get_rung(n).opt_in and n not in names]
+    else:
+        names = listed
+    for name in names:
+        get_rung(name)  # an unknown rung fails before any work
+        key = split_candidate(name)[1]
+        if key is not None and (not task.models or key not in task.models):
+            raise TunewiseError(f"rung {name!r} names model {key!r}, which the task does not define "
+                                f"({'models: ' + ', '.join(task.models) if task.models else 'no `models:` section'})")
+    return list(dict.fromkeys(names))
+
+
 def _skip_dearer(state: RunState, names: list[str], done: dict[str, RungResult]) -> dict[str, RungResult]:
     """The stop rule: once a rung meets the target, the rungs after it that cannot be cheaper are
     skipped (their cost is estimated before any work). Returns the skipped rungs' results."""
@@ -856,7 +948,8 @@ def _skip_dearer(state: RunState, names: list[str], done: dict[str, RungResult])
     return {
         n: RungResult(
             name=n,
-            title=rung_title(n, task),
+            title=candidate_title(state, n, state.ctx.for_candidate(n).task),
+            **model_fields(state, n),
             status="skipped",
             note=f"a cheaper rung already meets the target; this one would cost at least "
             f"{fmt_money(estimates[n])} over {task.business.horizon_months} months "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tunewise.data.example import Example
 from tunewise.ladder.results import Score
-from tunewise.ladder.rungs import Prepared, Request
+from tunewise.rungs.base import Prepared, Request
 from tunewise.models.base import Generation, Progress
 
 

@@ -1,22 +1,23 @@
-"""The rungs of the customisation ladder, each one small contract, all listed in RUNGS.
+"""The rung contract: what every rung module declares (`Rung`) and what its `prepare` returns.
 
-A rung's whole contract is `prepare(ctx) -> Prepared`: which model answers, and how a user's
-conversation becomes the request that model sees. The ladder scores every rung with the same
-generation code, and `tunewise serve` serves a rung by calling the very same `Prepared.build`.
+A rung's `prepare(ctx) -> Prepared` says which model answers and how a user's conversation becomes
+the request that model sees. The ladder scores every rung with the same generation code, and
+`tunewise serve` serves a rung by calling the very same `Prepared.build`. The rungs themselves are
+one module each in this package, listed in `tunewise.rungs.RUNGS`.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunewise.data.example import Example
-from tunewise.errors import TunewiseError
 from tunewise.models.base import ChatModel, Messages
-from tunewise.task import Task
+
+if TYPE_CHECKING:
+    from tunewise.task import Task
 
 
 @dataclass
@@ -51,12 +52,87 @@ class LadderContext:
     retriever: Callable[[], Any]  # -> tunewise.retrieval.index.HybridRetriever (needs a corpus)
     embedder: Callable[[], Any]  # -> tunewise.retrieval.embed.Embedder
     seed: int = 0
+    model_key: str | None = None
+    """The `models:` entry this context's rungs run on; None for a task with one `model:`. `task` is
+    then that entry's view (`Task.for_model`): its `model`, `model_options` and prices."""
+    load_model: Callable[[str | None], ChatModel] | None = None
+    """Any of the task's models by key, loaded once and shared (None: only `base_model`)."""
+
+    def on_model(self, key: str | None) -> LadderContext:
+        """The same context for another of the task's models; data, retriever and embedder are shared."""
+        if key == self.model_key or self.load_model is None:
+            return self
+        load = self.load_model
+        return replace(self, task=self.task.for_model(key), base_model=lambda: load(key), model_key=key)
+
+    def for_candidate(self, name: str) -> LadderContext:
+        """The context a candidate ("few_shot@large", or a bare rung on the first model) runs in."""
+        key = name.partition("@")[2] or self.task.default_model_key
+        return self.on_model(key)
 
     @property
     def system_prompt(self) -> str | None:
         if self.task.system_prompt:
             return self.task.system_prompt
         return next((ex.system for ex in self.train if ex.system), None)
+
+    @property
+    def train_dir(self) -> Path:
+        """Where a training rung keeps its adapter: one folder per model, shared by its rungs."""
+        return self.run_dir / ("train" if self.model_key is None else f"train@{self.model_key}")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rung, declared by its module. Everything the rest of tunewise knows about a rung is here:
+    `estimate`, the stop rule, the decision, the report and `serve` read these fields and never name
+    a rung.
+
+    The cost profile is what a request carries beside the user's turn (`shots`: k demonstrations,
+    `retrieved`: k corpus chunks) and whether there is a one-off training run (`trains`); the
+    formulas that price it are in tunewise.cost.
+    """
+
+    name: str
+    """Registry key and the name in task files: "few_shot"."""
+    label: str
+    """Short title; `title(task)` adds the task's settings."""
+    prepare: Callable[[LadderContext], Prepared]
+    approaches: tuple[str, ...] = ()
+    """The advisor's approaches (tunewise.advise.rules.Approach values) this rung measures."""
+    shots: bool = False
+    retrieved: bool = False
+    trains: bool = False
+    """Trains once up front: a one-off cost, and the learning curve and forgetting check apply."""
+    constrained: bool = False
+    """Answers are restricted to the task's labels, JSON schema or regex (models/constraints.py)."""
+    opt_in: bool = False
+    """Only climbed when named in `ladder.rungs` or `--rungs`, not by `--all`."""
+    describe: Callable[[Task], str] | None = None
+    """The title with the task's settings, e.g. "Few-shot (k=5, nearest)"; default: `label`."""
+    unavailable: Callable[[Task], str | None] | None = None
+    """Why this task cannot run the rung (beyond a missing corpus), said in the table; None: it can."""
+
+    @property
+    def needs_corpus(self) -> bool:
+        return self.retrieved
+
+    @property
+    def evidence(self) -> tuple[str, ...]:
+        """The evidence steps that apply: the learning curve and the forgetting check, for rungs that train."""
+        return ("learning_curve", "forgetting") if self.trains else ()
+
+    def title(self, task: Task) -> str:
+        return self.describe(task) if self.describe else self.label
+
+    def why_not(self, task: Task, has_corpus: bool) -> str | None:
+        """Why the rung is skipped on this task, or None when it can run."""
+        if self.retrieved and not has_corpus:
+            return "no knowledge corpus: set `corpus:` in the task file"
+        return self.unavailable(task) if self.unavailable else None
+
+
+# -- prompt building shared by several rungs -------------------------------------------------------
 
 
 def with_system(system: str | None, turns: Messages) -> Messages:
@@ -84,142 +160,17 @@ def rag_messages(system: str | None, turns: Messages, hits: list[Any]) -> Messag
     return with_system(system, turns)
 
 
-# -- rungs ------------------------------------------------------------------------------------
+def plain_request(system: str | None) -> Callable[[Messages], Request]:
+    """The user's turns under the task's system prompt: zero-shot, and a fine-tune without retrieval."""
+    return lambda turns: Request(with_system(system, user_turns(turns)))
 
 
-@dataclass(frozen=True)
-class Rung:
-    name: str
-    title: str
-    prepare: Callable[[LadderContext], Prepared]
-    needs_corpus: bool = False
-    trains: bool = False
-    constrained: bool = False  # answers are restricted (labels, JSON schema, regex): see constrained()
-
-
-def zero_shot(ctx: LadderContext) -> Prepared:
-    system = ctx.system_prompt
-    return Prepared(ctx.base_model(), lambda turns: Request(with_system(system, user_turns(turns))))
-
-
-def shot_selector(ctx: LadderContext) -> Callable[[str], Messages]:
-    """Few-shot demonstrations for a question: a fixed sample, or the k nearest train examples."""
-    spec = ctx.task.ladder.few_shot
-    if not ctx.train:
-        raise TunewiseError("few-shot needs training examples; the train split is empty")
-    k = min(spec.k, len(ctx.train))
-
-    def shots(examples: list[Example]) -> Messages:
-        out: Messages = []
-        for ex in examples:
-            out += [*ex.turns, {"role": "assistant", "content": ex.answer}]
-        return out
-
-    if spec.selection == "fixed":
-        prefix = shots(random.Random(ctx.seed).sample(ctx.train, k))
-        return lambda question: prefix
-
-    from tunewise.retrieval.embed import nearest_examples_index
-
-    index = nearest_examples_index(ctx.embedder(), [ex.input_text for ex in ctx.train])
-    # Most similar example last, closest to the question.
-    return lambda question: shots([ctx.train[i] for i in reversed(index.nearest(question, k))])
-
-
-def few_shot(ctx: LadderContext) -> Prepared:
-    system, select = ctx.system_prompt, shot_selector(ctx)
+def rag_request(system: str | None, retriever: Any, k: int) -> Callable[[Messages], Request]:
+    """The user's turns with the k best corpus chunks put before the question."""
 
     def build(turns: Messages) -> Request:
         turns = user_turns(turns)
-        return Request(with_system(system, select(turns[-1]["content"]) + turns))
-
-    return Prepared(ctx.base_model(), build)
-
-
-def rag(ctx: LadderContext) -> Prepared:
-    spec = ctx.task.ladder.rag
-    system = ctx.system_prompt
-    retriever = ctx.retriever()
-
-    def build(turns: Messages) -> Request:
-        turns = user_turns(turns)
-        hits = retriever.search(turns[-1]["content"], spec.k)
+        hits = retriever.search(turns[-1]["content"], k)
         return Request(rag_messages(system, turns, hits), [h.chunk.doc_id for h in hits])
 
-    return Prepared(ctx.base_model(), build)
-
-
-def few_shot_rag(ctx: LadderContext) -> Prepared:
-    """Demonstrations teach the answer's form, retrieved documents supply the facts."""
-    spec, system = ctx.task.ladder.rag, ctx.system_prompt
-    select, retriever = shot_selector(ctx), ctx.retriever()
-
-    def build(turns: Messages) -> Request:
-        turns = user_turns(turns)
-        question = turns[-1]["content"]
-        hits = retriever.search(question, spec.k)
-        messages = rag_messages(system, turns, hits)
-        head = 1 if system else 0
-        return Request(messages[:head] + select(question) + messages[head:], [h.chunk.doc_id for h in hits])
-
-    return Prepared(ctx.base_model(), build)
-
-
-def constrained(prepare: Callable[[LadderContext], Prepared]) -> Callable[[LadderContext], Prepared]:
-    """The same rung with constrained decoding: its model answers only within the task's constraint
-    (its `constraint:`, else the train labels or a JSON schema, by metric; models/constraints.py)."""
-
-    def prepare_constrained(ctx: LadderContext) -> Prepared:
-        from tunewise.models.constraints import ConstrainedModel, infer_constraint
-
-        constraint = infer_constraint(ctx.task, ctx.train)
-        prepared = prepare(ctx)
-        prepared.model = ConstrainedModel(prepared.model, constraint)
-        prepared.constraint = constraint
-        return prepared
-
-    return prepare_constrained
-
-
-def _finetuned(ctx: LadderContext, with_rag: bool) -> Prepared:
-    from tunewise.finetune.rung import prepare_finetuned
-
-    return prepare_finetuned(ctx, with_rag=with_rag)
-
-
-RUNGS: dict[str, Rung] = {
-    r.name: r
-    for r in [
-        Rung("zero_shot", "Zero-shot prompt", zero_shot),
-        Rung("few_shot", "Few-shot", few_shot),
-        Rung("zero_shot_constrained", "Zero-shot prompt, constrained", constrained(zero_shot), constrained=True),
-        Rung("few_shot_constrained", "Few-shot, constrained", constrained(few_shot), constrained=True),
-        Rung("rag", "RAG", rag, needs_corpus=True),
-        Rung("few_shot_rag", "Few-shot + RAG", few_shot_rag, needs_corpus=True),
-        Rung("lora", "LoRA fine-tune", lambda ctx: _finetuned(ctx, False), trains=True),
-        Rung("lora_rag", "LoRA fine-tune + RAG", lambda ctx: _finetuned(ctx, True), needs_corpus=True, trains=True),
-    ]
-}
-
-
-def get_rung(name: str) -> Rung:
-    if name not in RUNGS:
-        raise TunewiseError(f"unknown rung {name!r}; valid rungs: {', '.join(RUNGS)}")
-    return RUNGS[name]
-
-
-def rung_title(name: str, task: Task) -> str:
-    if RUNGS.get(name) and RUNGS[name].constrained:
-        from tunewise.models.constraints import constraint_kind
-
-        return f"{rung_title(name.removesuffix('_constrained'), task)}, constrained ({constraint_kind(task)})"
-    spec = task.ladder
-    if name == "few_shot":
-        return f"Few-shot (k={spec.few_shot.k}, {spec.few_shot.selection})"
-    if name in ("rag", "lora_rag"):
-        return f"{RUNGS[name].title} (k={spec.rag.k}, {spec.rag.mode})"
-    if name == "few_shot_rag":
-        return f"Few-shot (k={spec.few_shot.k}) + RAG (k={spec.rag.k})"
-    if name == "lora" and task.train.method != "lora":
-        return f"{task.train.method.upper()} fine-tune"
-    return RUNGS[name].title
+    return build

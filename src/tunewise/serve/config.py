@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.errors import TunewiseError
-from tunewise.ladder.rungs import Prepared, Request
+from tunewise.rungs.base import Prepared, Request
 from tunewise.models.base import ChatModel, Messages
 
 BASE_NAME = "base"
@@ -87,7 +87,7 @@ def load_runs(
     one copy per run (each adapter then merged into its copy, as the ladder measured it).
     """
     from tunewise.ladder.run import RunOptions, open_run
-    from tunewise.ladder.rungs import get_rung
+    from tunewise.rungs import get_rung
     from tunewise.ladder.tuning import context_for
 
     if rung is not None:
@@ -175,7 +175,7 @@ def _shared_bases(chosen: list[tuple[Path, str]], with_base: bool, trust_remote_
     """Model spec -> SharedBase, for each local base model that would otherwise be loaded twice or
     more: once per LoRA run, plus once plain for prompted rungs or the router's fallback."""
     from tunewise.ladder.run import open_run
-    from tunewise.ladder.rungs import get_rung
+    from tunewise.rungs import get_rung
 
     adapters: dict[str, int] = {}
     plain: set[str] = set()

@@ -199,7 +199,7 @@ def run_results(run_id: str) -> tuple[dict[str, Any], Any]:
 
 
 def read_predictions(run_dir: Path, rung: str) -> list[dict[str, Any]]:
-    from tunewise.ladder.rungs import RUNGS
+    from tunewise.rungs import RUNGS
 
     if rung not in RUNGS:
         raise UserError(f"unknown rung {rung!r}; valid rungs: {', '.join(RUNGS)}")
@@ -221,7 +221,7 @@ def read_predictions(run_dir: Path, rung: str) -> list[dict[str, Any]]:
 def draft_from_form(form: dict[str, list[str]]) -> Any:
     from tunewise.commands.init import Business, suggest_task
     from tunewise.eval.metrics import METRICS
-    from tunewise.ladder.rungs import RUNGS
+    from tunewise.rungs import RUNGS
 
     train = data_path(one(form, "train"), "data file")
     evals = data_path(one(form, "eval"), "eval file", required=False)
@@ -430,7 +430,7 @@ def build_web_app(token: str | None = None, max_upload_bytes: int = DEFAULT_MAX_
         from tunewise.advise.questionnaire import QUESTIONS
         from tunewise.data.audit import audit
         from tunewise.eval.metrics import available_metrics
-        from tunewise.ladder.rungs import RUNGS
+        from tunewise.rungs import RUNGS
         from tunewise.task import Change, Goal
 
         form = {"train": [train], "eval": [eval], "corpus": [corpus]}
