@@ -13,12 +13,16 @@ from conftest import EXAMPLES
 from tunewise.cli import cli
 from tunewise.cost import (
     Workload,
+    amortised_monthly_cost,
     approach_prompt_tokens,
     break_even_calls_per_month,
+    charged_training_cost,
     cost_curve,
     default_epochs,
     estimate,
+    gpu_training_cost,
     horizon_cost,
+    hosted_training_cost,
     lora_param_count,
     monthly_cost,
     nearest_shape,
@@ -26,7 +30,9 @@ from tunewise.cost import (
     parse_param_count,
     request_cost,
     training_cost,
+    training_costs,
     training_memory_gb,
+    training_priced,
     training_time_estimate,
     training_time_s,
     workload_from_examples,
@@ -126,8 +132,8 @@ def test_training_cost_hosted_and_self_hosted():
     assert training_cost(100_000, 3, Pricing(**GPU)) == pytest.approx(0.04)
     # hosted inference without a hosted training price: the GPU formula
     assert training_cost(100_000, 3, Pricing(training_per_1m=None, gpu_hourly=2.4)) == pytest.approx(0.04)
-    with pytest.raises(TunewiseError, match="no training price"):
-        training_cost(100_000, 3, Pricing(training_per_1m=None))
+    # a measured GPU time replaces the assumed throughput: 120 s = 1/30 h x $2.4
+    assert training_cost(100_000, 3, Pricing(**GPU), gpu_seconds=120) == pytest.approx(0.08)
     assert training_time_s(100_000, 3, 5000) == pytest.approx(60)
     with pytest.raises(TunewiseError, match="tokens_per_s must be > 0"):
         training_time_s(100, 1, 0)
@@ -167,6 +173,40 @@ def test_break_even_edge_cases(args, expected):
     assert got == (None if expected is None else pytest.approx(expected))
 
 
+def test_training_cost_parts_and_which_one_is_charged():
+    hosted_and_gpu = Pricing(gpu_hourly=2.4)  # hosted API prices and a GPU price: not self-hosted
+    gpu, hosted = training_costs(100_000, 3, hosted_and_gpu)
+    assert gpu == pytest.approx(300_000 / 5000 / 3600 * 2.4) and hosted == pytest.approx(300_000 * 3.00 / 1e6)
+    assert training_costs(100_000, 3, Pricing()) == (None, pytest.approx(0.90))
+    assert training_costs(100_000, 3, Pricing(training_per_1m=None)) == (None, None)
+    assert gpu_training_cost(90, Pricing(gpu_hourly=4.0)) == pytest.approx(0.10)
+    assert gpu_training_cost(90, Pricing()) is None
+    assert hosted_training_cost(1_000_000, 2, 3.0) == pytest.approx(6.0)
+    # hosted API prices: the hosted training bill; self-hosted: the GPU bill
+    assert charged_training_cost(hosted_and_gpu, gpu, hosted) == hosted == training_cost(100_000, 3, hosted_and_gpu)
+    assert charged_training_cost(Pricing(**GPU), 0.5, 0.9) == 0.5
+    assert charged_training_cost(Pricing(), 0.5, None) == 0.5  # no hosted figure: the GPU one
+
+
+def test_unpriced_training_costs_nothing_and_says_so():
+    # No training_per_1m and no gpu_hourly: one behaviour everywhere, 0.0 and training_priced False.
+    unpriced = Pricing(training_per_1m=None)
+    assert training_cost(100_000, 3, unpriced) == 0.0
+    assert charged_training_cost(unpriced, None, None) == 0.0
+    assert not training_priced(unpriced)
+    assert training_priced(Pricing()) and training_priced(Pricing(training_per_1m=None, gpu_hourly=1.0))
+    # ... but an estimate, whose point is where fine-tuning pays off, asks for a price.
+    with pytest.raises(TunewiseError, match="no training price: set training_per_1m"):
+        estimate(Workload(pricing=unpriced))
+
+
+def test_amortised_monthly_cost_is_the_cost_curve():
+    assert amortised_monthly_cost(600, 0.001, 10_000, 12) == pytest.approx(0.001 * 10_000 + 600 / 12)
+    assert cost_curve(600, 0.001, [0, 10_000], 12) == [pytest.approx(50.0), pytest.approx(60.0)]
+    with pytest.raises(TunewiseError, match="horizon_months must be > 0"):
+        amortised_monthly_cost(1, 1, 1, 0)
+
+
 def test_cost_curves_cross_at_break_even():
     calls = break_even_calls_per_month(0, 0.002, 600, 0.0005, 12)
     prompted, tuned = cost_curve(0, 0.002, [0, calls, 2 * calls], 12), cost_curve(600, 0.0005, [0, calls, 2 * calls], 12)
@@ -183,7 +223,8 @@ def test_cost_curves_cross_at_break_even():
         (lambda: horizon_cost(1, 1, 0), "horizon_months must be > 0"),
         (lambda: break_even_calls_per_month(-1, 0.1, 0, 0.2, 12), "upfront_a=-1"),
         (lambda: cost_curve(0, 0.1, [10, -1], 12), "volume=-1"),
-        (lambda: training_cost(float("nan"), 1, Pricing()), "train_tokens_per_epoch=nan"),
+        (lambda: training_cost(float("nan"), 1, Pricing()), "tokens_per_epoch=nan"),
+        (lambda: gpu_training_cost(-1, Pricing(gpu_hourly=1.0)), "gpu_seconds=-1"),
     ],
 )
 def test_bad_numbers_raise_clear_errors(call, match):

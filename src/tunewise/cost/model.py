@@ -122,20 +122,27 @@ def request_cost(
 # -- training -------------------------------------------------------------------------------------
 
 
+# OpenAI's default n_epochs rule, from the cookbook notebook "Data preparation and analysis for chat
+# model fine-tuning": aim for 3 epochs, but keep n_examples x n_epochs within [100, 25000].
+TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 3, 100, 25_000
+MIN_DEFAULT_EPOCHS, MAX_DEFAULT_EPOCHS = 1, 25
+
+
 def default_epochs(n_examples: int) -> int:
     """OpenAI's default epoch count: 3, raised so that small sets see at least 100 example passes
-    (at most 25 epochs), lowered so that large sets see at most 25,000 (at least 1 epoch).
+    (ceil(100 / n), at most 25 epochs), lowered so that large sets see at most 25,000
+    (floor(25000 / n), at least 1 epoch).
 
-    >>> [default_epochs(n) for n in (10, 34, 33, 500, 8334, 30000)]
-    [10, 3, 4, 3, 2, 1]
+    >>> [default_epochs(n) for n in (10, 33, 34, 500, 8333, 8334, 30000)]
+    [10, 4, 3, 3, 3, 2, 1]
     """
     if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1:
         raise TunewiseError(f"default_epochs needs at least 1 training example; got n_examples={n_examples!r}")
-    if n_examples * 3 < 100:
-        return min(25, math.ceil(100 / n_examples))
-    if n_examples * 3 > 25_000:
-        return max(1, math.floor(25_000 / n_examples))
-    return 3
+    if n_examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_DEFAULT_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / n_examples))
+    if n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(MIN_DEFAULT_EPOCHS, math.floor(MAX_TARGET_EXAMPLES / n_examples))
+    return TARGET_EPOCHS
 
 
 def training_time_s(tokens: float, epochs: float, tokens_per_s: float) -> float:
@@ -146,22 +153,83 @@ def training_time_s(tokens: float, epochs: float, tokens_per_s: float) -> float:
     return tokens * epochs / tokens_per_s
 
 
-def training_cost(train_tokens_per_epoch: float, epochs: float, pricing: Pricing) -> float:
-    """$ to fine-tune once.
+def hosted_training_cost(tokens_per_epoch: float, epochs: float, price_per_1m: float) -> float:
+    """$ a provider bills for fine-tuning: every token of the training file, each epoch.
 
-    Self-hosted: GPU hours at gpu_training_tokens_per_s x gpu_hourly. Hosted: training_per_1m x
-    tokens x epochs / 1e6 (OpenAI bills every token of the training file, each epoch); with no
-    hosted training price but a gpu_hourly, the GPU formula.
+    >>> round(hosted_training_cost(100_000, 3, 3.00), 6)  # 300,000 tokens x $3 / 1M
+    0.9
     """
-    _check(train_tokens_per_epoch=train_tokens_per_epoch, epochs=epochs)
-    if not pricing.self_hosted and pricing.training_per_1m is not None:
-        return pricing.training_per_1m * train_tokens_per_epoch * epochs / 1e6
+    _check(tokens_per_epoch=tokens_per_epoch, epochs=epochs, price_per_1m=price_per_1m)
+    return price_per_1m * tokens_per_epoch * epochs / 1e6
+
+
+def gpu_training_cost(gpu_seconds: float, pricing: Pricing) -> float | None:
+    """$ for `gpu_seconds` of GPU time at `pricing.gpu_hourly`; None when no GPU price is set.
+
+    >>> gpu_training_cost(60, Pricing(gpu_hourly=2.4))  # 1/60 h x $2.4
+    0.04
+    """
+    _check(gpu_seconds=gpu_seconds)
     if pricing.gpu_hourly is None:
-        raise TunewiseError(
-            "no training price: set pricing.training_per_1m (hosted fine-tuning) or pricing.gpu_hourly (own GPU)"
-        )
-    hours = training_time_s(train_tokens_per_epoch, epochs, pricing.gpu_training_tokens_per_s) / SECONDS_PER_HOUR
-    return hours * pricing.gpu_hourly
+        return None
+    return gpu_seconds / SECONDS_PER_HOUR * pricing.gpu_hourly
+
+
+def training_priced(pricing: Pricing) -> bool:
+    """Whether `pricing` prices a fine-tune at all (a hosted training price or a GPU hourly price).
+
+    When it does not, `training_cost` and `charged_training_cost` return 0.0: use this to tell an
+    unpriced fine-tune from a free one.
+    """
+    return pricing.training_per_1m is not None or pricing.gpu_hourly is not None
+
+
+def training_costs(
+    tokens_per_epoch: float, epochs: float, pricing: Pricing, gpu_seconds: float | None = None
+) -> tuple[float | None, float | None]:
+    """(GPU $, hosted $) for one training run; each None where its price is unset.
+
+    GPU: `gpu_seconds` when measured (wall time on a GPU), else tokens x epochs at the assumed
+    pricing.gpu_training_tokens_per_s. Hosted: training_per_1m x tokens x epochs / 1e6.
+    """
+    _check(tokens_per_epoch=tokens_per_epoch, epochs=epochs)
+    gpu = None
+    if pricing.gpu_hourly is not None:
+        if gpu_seconds is None:
+            gpu_seconds = training_time_s(tokens_per_epoch, epochs, pricing.gpu_training_tokens_per_s)
+        gpu = gpu_training_cost(gpu_seconds, pricing)
+    hosted = None
+    if pricing.training_per_1m is not None:
+        hosted = hosted_training_cost(tokens_per_epoch, epochs, pricing.training_per_1m)
+    return gpu, hosted
+
+
+def charged_training_cost(pricing: Pricing, gpu_cost: float | None, hosted_cost: float | None) -> float:
+    """The one-off cost a fine-tuned approach is charged, from the two figures of `training_costs`:
+    the GPU cost when self-hosting, else the hosted cost, else the GPU cost; 0.0 when neither is
+    priced (see `training_priced`), so a run without a training price never fails on it.
+
+    >>> charged_training_cost(Pricing(), None, 0.9), charged_training_cost(Pricing(training_per_1m=None), None, None)
+    (0.9, 0.0)
+    """
+    if pricing.self_hosted and gpu_cost is not None:
+        return gpu_cost
+    if hosted_cost is not None:
+        return hosted_cost
+    return gpu_cost if gpu_cost is not None else 0.0
+
+
+def training_cost(
+    train_tokens_per_epoch: float, epochs: float, pricing: Pricing, gpu_seconds: float | None = None
+) -> float:
+    """$ to fine-tune once: `charged_training_cost` of `training_costs`.
+
+    Self-hosted: GPU hours (measured `gpu_seconds`, else tokens at gpu_training_tokens_per_s) x
+    gpu_hourly. Hosted: training_per_1m x tokens x epochs / 1e6 (OpenAI bills every token of the
+    training file, each epoch); with no hosted training price but a gpu_hourly, the GPU formula.
+    With neither, 0.0: `training_priced(pricing)` is False.
+    """
+    return charged_training_cost(pricing, *training_costs(train_tokens_per_epoch, epochs, pricing, gpu_seconds))
 
 
 # -- per month, over a horizon, break-even ---------------------------------------------------------
@@ -208,8 +276,19 @@ def break_even_calls_per_month(
     return (upfront_b - upfront_a) / (horizon_months * (per_call_a - per_call_b))
 
 
+def amortised_monthly_cost(upfront: float, per_call: float, calls_per_month: float, horizon_months: float) -> float:
+    """Monthly cost with the one-off cost spread over the horizon: per_call x calls + upfront / H.
+
+    >>> amortised_monthly_cost(120, 0.01, 1000, 12)
+    20.0
+    """
+    _check(upfront=upfront, per_call=per_call, calls_per_month=calls_per_month)
+    _check_horizon(horizon_months)
+    return per_call * calls_per_month + upfront / horizon_months
+
+
 def cost_curve(upfront: float, per_call: float, volumes: Iterable[float], horizon_months: float) -> list[float]:
-    """Monthly cost at each volume with the one-off cost amortised: per_call x volume + upfront / H.
+    """`amortised_monthly_cost` at each volume (for plots: the curves cross at the break-even volume).
 
     >>> cost_curve(120, 0.01, [0, 1000], 12)
     [10.0, 20.0]
@@ -219,7 +298,7 @@ def cost_curve(upfront: float, per_call: float, volumes: Iterable[float], horizo
     out = []
     for volume in volumes:
         _check(volume=volume)
-        out.append(per_call * volume + upfront / horizon_months)
+        out.append(amortised_monthly_cost(upfront, per_call, volume, horizon_months))
     return out
 
 
@@ -279,6 +358,12 @@ class Workload:
             problems.append(f"epochs must be a whole number >= 1 (got {self.epochs!r})")
         if not isinstance(self.horizon_months, (int, float)) or not self.horizon_months > 0:
             problems.append(f"horizon_months must be > 0 (got {self.horizon_months!r})")
+        if not training_priced(self.pricing):
+            # A run charges an unpriced fine-tune 0.0 and goes on; an estimate exists to say where
+            # fine-tuning pays off, which it cannot say without a price.
+            problems.append(
+                "pricing has no training price: set training_per_1m (hosted fine-tuning) or gpu_hourly (own GPU)"
+            )
         if problems:
             raise TunewiseError(f"{len(problems)} problem(s) in the cost inputs:\n  " + "\n  ".join(problems))
 
