@@ -15,9 +15,9 @@ from conftest import DATA, EXAMPLES, chat, write_jsonl
 
 from tunewise.cli import cli, main
 from tunewise.data.audit import (
+    DEFAULT_PRICE_PER_1M,
     MAX_BILLED_TOKENS_PER_EXAMPLE,
     audit,
-    default_epochs,
     minhash,
     normalize,
     similar_pairs,
@@ -26,6 +26,7 @@ from tunewise.data.audit import (
 )
 from tunewise.data.formats import DataError
 from tunewise.data.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD, TokenCounter, tokenizer_for
+from tunewise.task import Pricing
 from tunewise.ui import console
 
 WORDS = (
@@ -294,23 +295,27 @@ def test_volume_warning_in_the_audit(tmp_path, n, warned):
 @pytest.mark.parametrize(
     "n, epochs",
     [
-        (1, 25),  # 100 // 1 = 100, capped at 25
-        (4, 25),  # 100 // 4 = 25
-        (5, 20),
+        (1, 25),  # ceil(100 / 1) = 100, capped at 25
         (10, 10),
-        (33, 3),  # 33 x 3 = 99 < 100: 100 // 33 = 3 (the cookbook floors)
+        (33, 4),  # 33 x 3 = 99 < 100: ceil(100 / 33) = 4 (a floor would give 3: 99 passes, under 100)
         (34, 3),  # 102 >= 100
-        (500, 3),
-        (8333, 3),  # 24,999 <= 25,000
-        (8334, 2),  # 25,002 > 25,000: 25,000 // 8,334 = 2
-        (12500, 2),
-        (12501, 1),
-        (100_000, 1),  # 25,000 // 100,000 = 0, at least 1
-        (0, 0),
+        (8334, 2),  # 25,002 > 25,000: floor(25,000 / 8,334) = 2
+        (100_000, 1),  # floor(0.25) = 0, at least 1
+        (0, 0),  # no readable example: nothing to train
     ],
 )
-def test_openai_default_epochs_rule(n, epochs):
-    assert default_epochs(n) == epochs
+def test_training_estimate_uses_openai_default_epochs(n, epochs):
+    # The audit prices training with the cost model's rule (tests/test_cost.py checks it in full).
+    t = training_estimate([10] * n, price_per_1m=3.0)
+    assert t.epochs == epochs
+    assert t.training_tokens == 10 * n * epochs and t.cost == pytest.approx(10 * n * epochs / 1e6 * 3.0)
+    assert f"n = {n} gives {epochs}" in t.rule
+
+
+def test_default_price_is_the_task_default(tmp_path):
+    # One default training price: the task's `pricing.training_per_1m`.
+    report = audit(write_jsonl(tmp_path / "t.jsonl", rows_for([("a b c", "d")])))
+    assert report.training.price_per_1m == DEFAULT_PRICE_PER_1M == Pricing().training_per_1m
 
 
 def test_training_cost_by_hand(tmp_path):

@@ -12,7 +12,7 @@ warnings  exact duplicates (same normalised input and answer), near-duplicates (
           leakage (exact, or near with the same answer), examples over the context limit, label
           imbalance, eval labels missing from train, and too little data.
 stats     token lengths (min/p50/p95/max, real tokenizer or estimate), labels, volume verdict, and
-          the hosted training cost under OpenAI's default-epochs rule (`default_epochs`).
+          the hosted training cost under OpenAI's default-epochs rule (`tunewise.cost.default_epochs`).
 
 Normalised text: casefolded, punctuation replaced by spaces, whitespace collapsed (`normalize`).
 """
@@ -30,10 +30,20 @@ from typing import Any
 
 import numpy as np
 
+from tunewise.cost.model import (
+    MAX_DEFAULT_EPOCHS,
+    MAX_TARGET_EXAMPLES,
+    MIN_DEFAULT_EPOCHS,
+    MIN_TARGET_EXAMPLES,
+    TARGET_EPOCHS,
+    default_epochs,
+    hosted_training_cost,
+)
 from tunewise.data.example import Example
 from tunewise.data.formats import PROBLEM_KINDS, Problem, iter_records, resolve_format
 from tunewise.data.tokens import TokenCounter, tokenizer_for
 from tunewise.errors import TunewiseError
+from tunewise.task import Pricing
 
 NEAR_DUPLICATE_JACCARD = 0.9
 """Inputs at least this similar (estimated Jaccard of byte 4-gram sets) are near-duplicates."""
@@ -51,13 +61,8 @@ LABEL_MIN_PER_CLASS = 2
 """... and there are at least this many examples per distinct output on average."""
 IMBALANCE_RATIO = 3.0
 """Warn when the most common label outnumbers the rarest by more than this."""
-DEFAULT_PRICE_PER_1M = 3.00
-"""$ per 1M training tokens (OpenAI gpt-4o-mini fine-tuning list price, 2024)."""
-
-# OpenAI's default n_epochs rule, from the cookbook notebook "Data preparation and analysis for chat
-# model fine-tuning": aim for 3 epochs, but keep n_examples x n_epochs within [100, 25000].
-TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 3, 100, 25_000
-MIN_DEFAULT_EPOCHS, MAX_DEFAULT_EPOCHS = 1, 25
+DEFAULT_PRICE_PER_1M: float = Pricing.model_fields["training_per_1m"].default
+"""$ per 1M training tokens: the task's default `pricing.training_per_1m`."""
 MAX_BILLED_TOKENS_PER_EXAMPLE = 16_385
 """Longer examples are truncated, and billed only up to this (same notebook)."""
 
@@ -149,21 +154,6 @@ def similar_pairs(
                 if (i, j) not in seen:
                     seen.add((i, j))
                     yield i, j, float(value)
-
-
-def default_epochs(n_examples: int) -> int:
-    """OpenAI's default n_epochs: 3, unless n x 3 falls outside [100, 25000] examples.
-
-    >>> [default_epochs(n) for n in (10, 33, 34, 1000, 8333, 8334, 30000)]
-    [10, 3, 3, 3, 3, 2, 1]
-    """
-    if n_examples <= 0:
-        return 0
-    if n_examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
-        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_examples)
-    if n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
-        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
-    return TARGET_EPOCHS
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -568,14 +558,14 @@ def training_estimate(lengths: list[int] | np.ndarray, price_per_1m: float) -> T
     """Hosted training tokens and cost: billed tokens per epoch x OpenAI's default epochs x price."""
     n = len(lengths)
     per_epoch = int(np.minimum(np.asarray(lengths, dtype=np.int64), MAX_BILLED_TOKENS_PER_EXAMPLE).sum())
-    epochs = default_epochs(n)
+    epochs = default_epochs(n) if n else 0  # no readable example: nothing to train or bill
     rule = (
-        f"OpenAI default epochs: {TARGET_EPOCHS}, or {MIN_TARGET_EXAMPLES}//n (max {MAX_DEFAULT_EPOCHS}) when "
-        f"n x {TARGET_EPOCHS} < {MIN_TARGET_EXAMPLES}, or {MAX_TARGET_EXAMPLES}//n (min {MIN_DEFAULT_EPOCHS}) "
+        f"OpenAI default epochs: {TARGET_EPOCHS}, or ceil({MIN_TARGET_EXAMPLES}/n) (max {MAX_DEFAULT_EPOCHS}) when "
+        f"n x {TARGET_EPOCHS} < {MIN_TARGET_EXAMPLES}, or floor({MAX_TARGET_EXAMPLES}/n) (min {MIN_DEFAULT_EPOCHS}) "
         f"when n x {TARGET_EPOCHS} > {MAX_TARGET_EXAMPLES}; n = {n} gives {epochs}"
     )
-    tokens = per_epoch * epochs
-    return TrainingEstimate(n, epochs, per_epoch, tokens, price_per_1m, tokens / 1e6 * price_per_1m, rule)
+    cost = hosted_training_cost(per_epoch, epochs, price_per_1m)
+    return TrainingEstimate(n, epochs, per_epoch, per_epoch * epochs, price_per_1m, cost, rule)
 
 
 def audit(
