@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunewise.cost.model import charged_training_cost, training_costs
 from tunewise.data.example import Example
 from tunewise.errors import TunewiseError
 from tunewise.ladder.results import LossPoint, TrainingSummary, atomic_write_text
@@ -516,33 +517,10 @@ def peak_memory_mb(cuda: bool) -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def training_costs(task: Task, tokens_per_epoch: int, epochs: float, gpu_seconds: float | None) -> tuple[float | None, float | None]:
-    """(GPU $, hosted $) for one training run at the task's prices; None where no price is set.
-
-    GPU: measured wall time when trained on a GPU, else the task's assumed gpu_training_tokens_per_s.
-    Hosted: training_per_1m x tokens per epoch x epochs (the provider bills every token, each epoch).
-    """
-    from tunewise.cost.model import SECONDS_PER_HOUR, training_time_s
-
-    pricing = task.business.pricing
-    gpu = None
-    if pricing.gpu_hourly is not None:
-        seconds = gpu_seconds if gpu_seconds is not None else training_time_s(
-            tokens_per_epoch, epochs, pricing.gpu_training_tokens_per_s
-        )
-        gpu = seconds / SECONDS_PER_HOUR * pricing.gpu_hourly
-    hosted = None if pricing.training_per_1m is None else pricing.training_per_1m * tokens_per_epoch * epochs / 1e6
-    return gpu, hosted
-
-
 def upfront_training_cost(task: Task, summary: TrainingSummary) -> float:
-    """The one-off cost the ladder charges a fine-tuned rung: GPU cost when self-hosting, else hosted."""
-    pricing = task.business.pricing
-    if pricing.self_hosted and summary.gpu_cost_estimate is not None:
-        return summary.gpu_cost_estimate
-    if summary.hosted_cost_estimate is not None:
-        return summary.hosted_cost_estimate
-    return summary.gpu_cost_estimate or 0.0
+    """The one-off cost the ladder charges a fine-tuned rung (`tunewise.cost.charged_training_cost`):
+    GPU cost when self-hosting, else hosted; 0.0 when the task prices no training."""
+    return charged_training_cost(task.business.pricing, summary.gpu_cost_estimate, summary.hosted_cost_estimate)
 
 
 def loss_points(log_history: Sequence[dict[str, Any]]) -> list[LossPoint]:
@@ -710,7 +688,8 @@ def train_model(
     best_epoch = None
     if has_val and state.best_global_step:
         best_epoch = next((p.epoch for p in points if p.val_loss is not None and p.step == state.best_global_step), None)
-    gpu_cost, hosted_cost = training_costs(task, tokens_per_epoch, task.train.epochs, wall * trainer.args.world_size if cuda else None)
+    gpu_seconds = wall * trainer.args.world_size if cuda else None  # on a CPU: the assumed GPU throughput
+    gpu_cost, hosted_cost = training_costs(tokens_per_epoch, task.train.epochs, task.business.pricing, gpu_seconds)
     summary = TrainingSummary(
         method=method,
         train_examples=len(train_set),
