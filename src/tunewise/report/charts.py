@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from tunewise.cost.model import cost_curve
+
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies, readable on white.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#999999", "#000000"]
 INK, MUTED, GRID = "#1f2328", "#57606a", "#d0d7de"
@@ -46,7 +48,8 @@ _RC = {
 
 @dataclass
 class CostLine:
-    """One rung in the break-even chart: monthly = per_call x calls + upfront / horizon_months."""
+    """One rung in the break-even chart: monthly = per_call x calls + upfront / horizon_months
+    (`tunewise.cost.cost_curve`)."""
 
     label: str
     per_call: float  # $ per request
@@ -141,7 +144,7 @@ def break_even_chart(
         ax.set_yscale("log")
         floor = None
         for line in lines:
-            monthly = line.per_call * calls + line.upfront / horizon_months
+            monthly = np.asarray(cost_curve(line.upfront, line.per_call, calls, horizon_months))
             label = line.label + ("  (chosen)" if line.emphasis else "")
             positive = monthly[monthly > 0]
             if not positive.size:  # a free rung has no place on a log axis; keep it in the legend

@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from tunewise import __version__
+from tunewise.cost.model import amortised_monthly_cost
 from tunewise.cost.money import DASH, currency_symbol, fmt_money
 from tunewise.decision.explain import how_sure
 from tunewise.eval.stats import fmt_p
@@ -356,8 +357,8 @@ def _cost_lines(results: Results, colours: dict[str, str]) -> list[charts.CostLi
 
 
 def monthly_cost(rung: RungResult, calls_per_month: float, horizon_months: int) -> float:
-    """monthly = per call x calls + upfront / horizon_months (training amortised over the horizon)."""
-    return (rung.cost_per_1k or 0.0) / 1000 * calls_per_month + rung.upfront_cost / horizon_months
+    """A rung's monthly cost with its training amortised over the horizon (`amortised_monthly_cost`)."""
+    return amortised_monthly_cost(rung.upfront_cost, (rung.cost_per_1k or 0.0) / 1000, calls_per_month, horizon_months)
 
 
 def break_even_sentences(results: Results) -> list[str]:
