@@ -435,7 +435,7 @@ class Task(Strict):
             entry = self.model_entry(key)
             if explicit and get_rung(name).trains and entry.is_endpoint:
                 where = f"model {key!r}" if key else "the model"
-                raise ValueError(f"ladder.rungs: {name} trains, but {where} ({shorten(entry.model)}) is an OpenAI-compatible "
+                raise ValueError(f"ladder.rungs: {name} trains, but {where} ({_cut(entry.model, 80)}) is an OpenAI-compatible "
                                  "endpoint and cannot be trained here; run it on a local model (e.g. lora@small) or drop it")
         return self
 

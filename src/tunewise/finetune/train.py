@@ -35,6 +35,7 @@ from typing import Any
 from tunewise.cost.model import charged_training_cost, training_costs
 from tunewise.data.example import Example
 from tunewise.errors import TunewiseError
+from tunewise.finetune.model_card import model_card
 from tunewise.ladder.results import LossPoint, TrainingSummary, atomic_write_text
 from tunewise.task import Task
 
@@ -799,8 +800,6 @@ def _trainer(
 def _save_final(trainer: Any, adapter_dir: Path, summary: TrainingSummary, config: dict[str, Any], tokens_per_epoch: int) -> None:
     """Write the adapter (or model) to a partial folder, then rename it into place: a crash leaves
     either no adapter or a complete one, never half of one."""
-    from tunewise.finetune.export import model_card
-
     main = _is_main_process()
     partial = adapter_dir.parent / f".{adapter_dir.name}.partial"
     if main:
