@@ -64,6 +64,7 @@ def compare_two(run_dir: Path, a: str, b: str, metric_name: str | None = None, t
     titles = {r.name: r.title for r in results.rungs}
     return {
         "metric": metric.name,
+        "higher_is_better": metric.higher_is_better,
         "examples": len(examples),
         "rungs": {
             r: {"title": titles[r], "value": scored[r].value, "ci_low": scored[r].ci_low, "ci_high": scored[r].ci_high}
@@ -93,6 +94,7 @@ def command(run: str, rung_a: str, rung_b: str, metric: str | None, alpha: float
 
     A custom --metric path.py:function is the caller's code, relative to the current folder.
     """
+    from tunewise.decision.direction import better
     from tunewise.eval.stats import fmt_p
     from tunewise.paths import resolve_run
 
@@ -104,8 +106,8 @@ def command(run: str, rung_a: str, rung_b: str, metric: str | None, alpha: float
     for r in (a, b):
         console.print(f"{r['title']}: {out['metric']} {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]", markup=False)
     low, high = out["difference_ci"]
-    if out["p_value"] < alpha:
-        verdict = f"{(a if out['difference'] > 0 else b)['title']} is measurably better"
+    if out["p_value"] < alpha:  # the difference is A minus B: A is better when it is higher, or lower for lower-is-better
+        verdict = f"{(a if better(out['difference'], 0.0, out['higher_is_better']) else b)['title']} is measurably better"
     else:
         verdict = "no measurable difference"
     console.print(

@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from tunewise.cost.money import currency_symbol, fmt_money
+from tunewise.decision.direction import target_phrase
 from tunewise.decision.explain import how_sure
 from tunewise.eval.stats import fmt_p
 from tunewise.ladder.results import Results, RungResult
@@ -34,11 +35,12 @@ def vs_best_cell(r: RungResult) -> str:
 def results_table(results: Results) -> Table:
     table = Table(title=f"{results.task}: {results.metric} on {results.eval_examples} held-out examples ({results.model})")
     symbol = currency_symbol(results.currency)
+    lower = not results.higher_is_better  # say so: a lower-is-better best reads as the smallest number
     for col, justify in [
         ("rung", "left"),
-        (f"{results.metric} [95% CI]", "right"),
+        (f"{results.metric} [95% CI]" + ("\nlower is better" if lower else ""), "right"),
         ("vs best", "right"),
-        ("target", "center"),
+        ("target" + (f"\n{target_phrase(results.target, False)}" if lower and results.target is not None else ""), "center"),
         ("latency p50/p95", "right"),
         ("tokens in/out", "right"),
         (f"{symbol}/1k req", "right"),

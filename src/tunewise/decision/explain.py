@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunewise.cost.money import fmt_money
+from tunewise.decision.direction import short_of_target, target_phrase
 from tunewise.decision.verdict import PairComparison, Verdict, examples_needed
 from tunewise.ladder.results import Decision, RungResult
 
@@ -70,6 +71,9 @@ def explain(
         return Decision(rung=None, sentence="No rung finished, so there is nothing to decide.", reasons=[])
     choice, best = done[verdict.choice], done[verdict.best]
     m = verdict.margin
+    missed = short_of_target(verdict.higher_is_better)  # "below" the target, or "above" it for lower-is-better
+    # The target as the sentences name it: "0.85", or "≤ 0.2" when lower is better (never ambiguous).
+    goal = "" if ctx.target is None else f"{ctx.target:g}" if verdict.higher_is_better else target_phrase(ctx.target, False)
     reasons: list[str] = []
     open_q = None
     if verdict.open_candidate and verdict.open_comparison is not None:
@@ -90,7 +94,7 @@ def explain(
             sentence += f" is within {m:g} of the best ({best.title}, {best.score.value:.3f}; difference {fmt_diff(pc)})"
         sentence += f", and it is the cheapest such option at {ctx.calls_per_month:,} calls/month ({_cost_clause(choice, ctx)})."
         if ctx.target is not None:
-            reasons.append(f"{choice.title} meets the target {ctx.target:g} ({choice.score.value:.3f}).")
+            reasons.append(f"{choice.title} meets the target {goal} ({choice.score.value:.3f}).")
     elif reaches:
         sentence = (
             f"Inconclusive: {open_q or 'the data cannot show any rung within the margin of the best.'} "
@@ -99,7 +103,7 @@ def explain(
         )
     else:
         sentence = (
-            f"No rung reaches the target {ctx.target:g}: the best is {best.title} at {_score(best)}; "
+            f"No rung reaches the target {goal}: the best is {best.title} at {_score(best)}; "
             + (
                 "it is the closest option. "
                 if choice is best
@@ -130,11 +134,11 @@ def explain(
                 )
             elif r.meets_target is False and status == "inconclusive" and pc is not None and r.name != verdict.open_candidate:
                 reasons.append(
-                    f"{r.title} scores {r.score.value:.3f}, below the target {ctx.target:g}; cannot tell whether it is "
+                    f"{r.title} scores {r.score.value:.3f}, {missed} the target {ctx.target:g}; cannot tell whether it is "
                     f"within {m:g} of {best.title} (difference {fmt_diff(pc)}); {needed_words(examples_needed(pc, m), pc.n)}."
                 )
             elif r.meets_target is False:
-                reasons.append(f"{r.title} scores {r.score.value:.3f}, below the target {ctx.target:g}.")
+                reasons.append(f"{r.title} scores {r.score.value:.3f}, {missed} the target {ctx.target:g}.")
             elif status == "inconclusive" and pc is not None and r.name != verdict.open_candidate:
                 reasons.append(
                     f"{r.title} scores {r.score.value:.3f}: cannot tell whether it is within {m:g} of "

@@ -38,6 +38,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
+from tunewise.decision.direction import meets_target, oriented, ranked, sign
+
 Status = Literal["best", "better", "equivalent", "non-inferior", "worse", "inconclusive"]
 Replicates = Callable[[str, str, int], np.ndarray]
 """(a, b, n) -> bootstrap replicates of value(a) - value(b) on the first n examples, for metrics
@@ -107,16 +109,16 @@ def compare_pair(
     n = min(len(a), len(b))
     if n == 0:
         raise ValueError("compare_pair needs at least one common example")
-    sign = 1.0 if higher_is_better else -1.0
+    direction = sign(higher_is_better)
     if replicates is not None:
-        reps = sign * np.asarray(replicates, dtype=float)
+        reps = direction * np.asarray(replicates, dtype=float)
         diff = float(np.median(reps))
         lower, upper = (float(q) for q in np.quantile(reps, [level, 1 - level]))
         return PairComparison(*names, n, diff, lower, upper, float(np.std(reps) * math.sqrt(n)), level)
     a_arr, b_arr = np.asarray(a[:n], dtype=float), np.asarray(b[:n], dtype=float)
     if np.isin(a_arr, (0.0, 1.0)).all() and np.isin(b_arr, (0.0, 1.0)).all():
-        return _paired_binary(a_arr, b_arr, level, sign, names)
-    d = sign * (a_arr - b_arr)
+        return _paired_binary(a_arr, b_arr, level, direction, names)
+    d = direction * (a_arr - b_arr)
     diff = float(d.mean())
     sd = float(d.std(ddof=1)) if n > 1 else 0.0
     if sd == 0.0:
@@ -217,6 +219,7 @@ class Verdict:
     open_rival: str | None = None
     open_comparison: PairComparison | None = None
     examples_needed: int | None = None
+    higher_is_better: bool = True  # the metric's direction: the sentences say "above the target" when False
 
     @property
     def settled(self) -> bool:
@@ -248,14 +251,13 @@ def choose(
         raise ValueError(f"candidate names must be unique, got {names}")
     by_name = {c.name: c for c in candidates}
     level = alpha / len(candidates) if level is None else level
-    sign = 1.0 if higher_is_better else -1.0
     n_max = max(len(c.scores) for c in candidates)
 
-    def value(c: Candidate) -> float:
-        return sign * c.metric_value()
+    def value(c: Candidate) -> float:  # oriented: higher is better whatever the metric's direction
+        return oriented(c.metric_value(), higher_is_better)
 
     def meets(c: Candidate) -> bool | None:
-        return None if target is None else sign * c.metric_value() >= sign * target
+        return meets_target(c.metric_value(), target, higher_is_better)
 
     pairs: dict[tuple[str, str], PairComparison] = {}
 
@@ -267,8 +269,8 @@ def choose(
             pairs[(a, b)] = compare_pair(ca.scores, cb.scores, level, higher_is_better, (a, b), reps)
         return pairs[(a, b)]
 
-    ranked = sorted(candidates, key=lambda c: -value(c))
-    best = ranked[0]
+    by_score = ranked(candidates, higher_is_better, key=lambda c: c.metric_value())
+    best = by_score[0]
     rivals = {c.name: [o.name for o in candidates if o.name != c.name] for c in candidates}
     noninferior = [c.name for c in candidates if all(pair(c.name, r).lower > -margin for r in rivals[c.name])]
     excluded_by = {
@@ -289,12 +291,12 @@ def choose(
     if eligible:
         choice, confident = cheapest(eligible), True
     else:
-        reaching = [c for c in ranked if meets(c) is not False]
+        reaching = [c for c in by_score if meets(c) is not False]
         shown = [by_name[n] for n in noninferior]
         if not reaching and shown:  # nothing reaches the target; the closest option is still shown
             choice, confident = cheapest(shown), True
         else:
-            choice, confident = (reaching or ranked)[0], False
+            choice, confident = (reaching or by_score)[0], False
 
     verdict = Verdict(
         best=best.name,
@@ -307,6 +309,7 @@ def choose(
         noninferior=noninferior,
         excluded=list(excluded_by),
         excluded_by=excluded_by,
+        higher_is_better=higher_is_better,
     )
     for c in candidates:
         if c is best:

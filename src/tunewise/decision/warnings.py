@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tunewise.decision.direction import best_of, oriented
 from tunewise.eval.metrics import normalize_label
 
 OTHER = "(other)"
@@ -98,18 +99,17 @@ def companion_warnings(
     done = [r for r in rungs if r.status == "done" and r.score is not None]
     if len(done) < 2:
         return []
-    sign = 1.0 if higher_is_better else -1.0
-    anchor = next((r for r in done if r.name == focus), None) or max(done, key=lambda r: sign * r.score.value)
+    anchor = next((r for r in done if r.name == focus), None) or best_of(done, higher_is_better, key=lambda r: r.score.value)
     out = []
     for other in done:
         if other is anchor:
             continue
-        primary_diff = sign * (anchor.score.value - other.score.value)
+        primary_diff = oriented(anchor.score.value - other.score.value, higher_is_better)  # positive: anchor ahead
         for name, score in anchor.extra_scores.items():
             theirs = other.extra_scores.get(name)
             if theirs is None or name == primary:
                 continue
-            companion_diff = (1.0 if directions.get(name, True) else -1.0) * (score.value - theirs.value)
+            companion_diff = oriented(score.value - theirs.value, directions.get(name, True))
             if primary_diff * companion_diff >= 0 or min(abs(primary_diff), abs(companion_diff)) < min_gap:
                 continue
             ahead, behind = (anchor, other) if primary_diff > 0 else (other, anchor)

@@ -9,6 +9,9 @@ Curves, by number of points (n = training examples, y = score):
     2-3 points:   y = a - b * n^(-1/2)     (exponent fixed at 0.5: 3 points cannot pin down 3 parameters)
     fallback:     y = a + b * ln(n)        (when the power law does not fit; never flattens)
 Points are weighted by their CI width. Solving y = target for n gives `examples_needed`.
+For a lower-is-better metric (an error rate) the curve is fitted to the negated scores, so it falls
+towards its floor, and the target is reached from above; the stored parameters are on the metric's
+own scale, so the same formulas draw it.
 
 The fit is pure numpy/scipy (`fit_curve`, `curve_verdict`); `learning_curve` trains and scores.
 """
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from tunewise.decision.direction import best_of, meets_target, oriented, short_of_target
 from tunewise.ladder.results import CurvePoint, LearningCurve, Score
 
 FAR_EXTRAPOLATION = 20
@@ -33,8 +37,9 @@ FAR_EXTRAPOLATION = 20
 @dataclass(frozen=True)
 class CurveFit:
     kind: str  # "power", "power_half" or "loglinear"
-    params: dict[str, float]
+    params: dict[str, float]  # on the metric's own scale: `predict` and the formula use them as they are
     formula: str
+    higher_is_better: bool = True
 
     def predict(self, n: float | np.ndarray) -> float | np.ndarray:
         p = self.params
@@ -46,14 +51,22 @@ class CurveFit:
     def asymptote(self) -> float | None:
         return None if self.kind == "loglinear" else self.params["a"]
 
+    @property
+    def improves(self) -> bool:
+        """Whether more data moves the score the metric's good way (up, or down for lower-is-better)."""
+        return oriented(self.params["b"], self.higher_is_better) > 0
+
     def examples_for(self, target: float) -> float | None:
-        """n where the fitted curve reaches `target`; None if it never does."""
-        p = self.params
+        """n where the fitted curve reaches `target` (from below, or from above for a lower-is-better
+        metric); None if it never does."""
+        # Oriented, a and b describe a curve that rises towards the target whatever the direction.
+        hib = self.higher_is_better
+        a, b, t = oriented(self.params["a"], hib), oriented(self.params["b"], hib), oriented(target, hib)
         if self.kind == "loglinear":
-            return float(math.exp((target - p["a"]) / p["b"])) if p["b"] > 0 else None
-        if p["a"] <= target or p["b"] <= 0:
+            return float(math.exp((t - a) / b)) if b > 0 else None
+        if a <= t or b <= 0:
             return None
-        return float((p["b"] / (p["a"] - target)) ** (1 / p["c"]))
+        return float((b / (a - t)) ** (1 / self.params["c"]))
 
 
 def _sigma(ci_widths: Sequence[float] | None) -> np.ndarray | None:
@@ -74,7 +87,7 @@ def _power_half(n: np.ndarray, y: np.ndarray, sigma: np.ndarray | None) -> Curve
     return CurveFit("power_half", {"a": float(a), "b": float(b), "c": 0.5}, "score = a - b * n^(-0.5)")
 
 
-def _power(n: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, bounded: bool) -> CurveFit | None:
+def _power(n: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, upper_a: float) -> CurveFit | None:
     import warnings
 
     from scipy.optimize import OptimizeWarning, curve_fit
@@ -82,7 +95,6 @@ def _power(n: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, bounded: bool
     def f(n, a, b, c):  # noqa: ANN001
         return a - b * np.power(n, -c)
 
-    upper_a = 1.0 if bounded else np.inf
     start = [min(max(y) + 0.05, upper_a - 1e-6), max(max(y) - min(y), 1e-3) * float(np.sqrt(n.min())), 0.5]
     try:
         with warnings.catch_warnings():
@@ -103,9 +115,15 @@ def _loglinear(n: np.ndarray, y: np.ndarray) -> CurveFit:
 
 
 def fit_curve(
-    examples: Sequence[float], scores: Sequence[float], ci_widths: Sequence[float] | None = None
+    examples: Sequence[float],
+    scores: Sequence[float],
+    ci_widths: Sequence[float] | None = None,
+    higher_is_better: bool = True,
 ) -> CurveFit | None:
     """The curve through (examples, scores); None with fewer than 2 distinct sizes.
+
+    A lower-is-better metric is fitted on the negated scores (a curve rising towards the target),
+    and the parameters are turned back onto the metric's scale.
 
     >>> n = [100, 200, 400]
     >>> fit = fit_curve(n, [0.9 - 2 / x**0.5 for x in n])
@@ -113,19 +131,28 @@ def fit_curve(
     ('power_half', 0.9, 400)
     """
     n = np.asarray(examples, dtype=float)
-    y = np.asarray(scores, dtype=float)
+    raw = np.asarray(scores, dtype=float)
     if len(set(n.tolist())) < 2:
         return None
     sigma = _sigma(ci_widths)
-    bounded = bool(np.all((y >= 0) & (y <= 1)))
-    fit = _power(n, y, sigma, bounded) if len(n) >= 4 else _power_half(n, y, sigma)
-    return fit or _loglinear(n, y)
+    y = oriented(raw, higher_is_better)  # rises with a better score
+    # A 0-1 metric cannot pass 1, nor an error rate fall below 0 (oriented: -error <= 0): bound the asymptote there.
+    upper_a = (1.0 if higher_is_better else 0.0) if np.all((raw >= 0) & (raw <= 1)) else np.inf
+    fit = (_power(n, y, sigma, upper_a) if len(n) >= 4 else _power_half(n, y, sigma)) or _loglinear(n, y)
+    if higher_is_better:
+        return fit
+    params = {**fit.params, "a": -fit.params["a"], "b": -fit.params["b"]}  # back onto the metric's scale
+    return CurveFit(fit.kind, params, fit.formula, higher_is_better=False)
 
 
 def curve_verdict(
-    examples: Sequence[int], scores: Sequence[float], fit: CurveFit | None, target: float | None
+    examples: Sequence[int],
+    scores: Sequence[float],
+    fit: CurveFit | None,
+    target: float | None,
+    higher_is_better: bool = True,
 ) -> tuple[float | None, str]:
-    """(examples_needed, verdict in words)."""
+    """(examples_needed, verdict in words); the target is met from above for a lower-is-better metric."""
     pairs = sorted(zip(examples, scores))
     largest = pairs[-1][0]
     caveat = ""
@@ -135,14 +162,14 @@ def curve_verdict(
             "read the extrapolation as a rough guide."
         )
     if target is not None:
-        met = next((n for n, s in pairs if s >= target), None)
+        met = next((n for n, s in pairs if meets_target(s, target, higher_is_better)), None)
         if met is not None:
             return float(met), f"target {target:g} already met at {met} training examples."
     if fit is None:
         return None, f"one training size only ({largest} examples, score {pairs[-1][1]:.2f}): no curve to fit."
-    if fit.kind == "loglinear" and fit.params["b"] <= 0:
+    if fit.kind == "loglinear" and not fit.improves:
         return None, (
-            f"the score did not rise with more data ({pairs[0][0]} -> {largest} examples: "
+            f"the score did not {'rise' if higher_is_better else 'fall'} with more data ({pairs[0][0]} -> {largest} examples: "
             f"{pairs[0][1]:.2f} -> {pairs[-1][1]:.2f}): more of the same data will not help; "
             "look at data quality or the approach."
         )
@@ -153,7 +180,7 @@ def curve_verdict(
     needed = fit.examples_for(target)
     if needed is None:
         return None, (
-            f"the curve has flattened at ~{fit.asymptote:.2f}, below the {target:g} target: more of the same data "
+            f"the curve has flattened at ~{fit.asymptote:.2f}, {short_of_target(higher_is_better)} the {target:g} target: more of the same data "
             f"will not get there.{caveat}"
         )
     far = (
@@ -163,7 +190,7 @@ def curve_verdict(
     )
     return needed, (
         f"About {needed:,.0f} training examples should reach the {target:g} target "
-        f"(measured up to {largest}, best {max(s for _, s in pairs):.2f}).{far}{caveat}"
+        f"(measured up to {largest}, best {best_of((s for _, s in pairs), higher_is_better):.2f}).{far}{caveat}"
     )
 
 
@@ -226,8 +253,9 @@ def learning_curve(
         points.append(CurvePoint(examples=outcome.summary.train_examples, score=score))
     sizes = [p.examples for p in points]
     values = [p.score.value for p in points]
-    fit = fit_curve(sizes, values, [p.score.ci_high - p.score.ci_low for p in points])
-    needed, verdict = curve_verdict(sizes, values, fit, task.target)
+    higher_is_better = getattr(metric, "higher_is_better", True)
+    fit = fit_curve(sizes, values, [p.score.ci_high - p.score.ci_low for p in points], higher_is_better)
+    needed, verdict = curve_verdict(sizes, values, fit, task.target, higher_is_better)
     return LearningCurve(
         rung="lora_rag" if with_rag else "lora",
         points=points,

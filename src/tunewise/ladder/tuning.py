@@ -27,6 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from tunewise.data.example import Example
+from tunewise.decision.direction import best_of
 from tunewise.errors import TunewiseError
 
 CACHE_FORMAT = 1
@@ -213,11 +214,8 @@ def tuned_context(
             saved[key] = {"config": config, "dev_score": score.model_dump()}
             atomic_write_text(cache, json.dumps({"format": CACHE_FORMAT, "dev": digest, "scores": saved}, indent=2))
         tried.append(Tried(config=config, dev_score=score))
-    sign = 1.0 if metric.higher_is_better else -1.0
-    best = tried[0]
-    for t in tried[1:]:  # strictly better only: a tie stays with the cheaper, earlier configuration
-        if sign * t.dev_score.value > sign * best.dev_score.value:
-            best = t
+    # The best dev score in the metric's direction; a tie stays with the cheaper, earlier configuration.
+    best = best_of(tried, metric.higher_is_better, key=lambda t: t.dev_score.value)
     tuning = Tuning(dev_examples=len(dev), pool_examples=len(pool), chosen=best.config, tried=tried)
     return replace(ctx, task=apply(task, best.config), train=pool), tuning
 

@@ -278,8 +278,10 @@ def learning_curve_chart(
     fit_formula: str | None = None,
     fit: dict[str, float] | None = None,
     examples_needed: float | None = None,
+    higher_is_better: bool = True,
 ) -> str | None:
-    """Score against training examples (log x): measured points with CIs, the fit, the target."""
+    """Score against training examples (log x): measured points with CIs, the fit, the target.
+    For a lower-is-better metric the curve falls towards the target, and the labels say so."""
     if not examples:
         return None
     import numpy as np
@@ -308,7 +310,7 @@ def learning_curve_chart(
         if target is not None:
             ax.axhline(target, color=GOOD, linewidth=1.2, zorder=1)
             ax.annotate(
-                f"target {target:g}", xy=(0.0, target), xycoords=("axes fraction", "data"),
+                f"target {target:g}" if higher_is_better else f"target ≤ {target:g}", xy=(0.0, target), xycoords=("axes fraction", "data"),
                 xytext=(4, 4), textcoords="offset points", color=GOOD, fontsize=9,
             )
         if examples_needed and examples_needed > 0:
@@ -322,7 +324,7 @@ def learning_curve_chart(
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: short_count(v)))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _p: ""))
         ax.set_xlabel("training examples (log scale)")
-        ax.set_ylabel(_plain(metric))
+        ax.set_ylabel(_plain(metric if higher_is_better else f"{metric} (lower is better)"))
         ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2)
         return _to_svg(fig, "learning-curve")
 

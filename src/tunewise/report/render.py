@@ -22,6 +22,7 @@ from markupsafe import Markup
 from tunewise import __version__
 from tunewise.cost.model import amortised_monthly_cost
 from tunewise.cost.money import DASH, currency_symbol, fmt_money
+from tunewise.decision.direction import best_of
 from tunewise.decision.explain import how_sure
 from tunewise.eval.stats import fmt_p
 from tunewise.ladder.results import (
@@ -220,8 +221,7 @@ def _best_rung(rungs: list[RungResult], higher_is_better: bool = True) -> RungRe
     marked = [r for r in scored if r.vs_best == "best"]  # schema 2 records which rung the verdict took as best
     if marked:
         return marked[0]
-    sign = 1.0 if higher_is_better else -1.0
-    return max(scored, key=lambda r: sign * r.score.value) if scored else None
+    return best_of(scored, higher_is_better, key=lambda r: r.score.value) if scored else None
 
 
 VS_BEST_CLASS = {"best": "best", "better": "best", "equivalent": "tie", "non-inferior": "tie", "worse": "worse", "inconclusive": "open"}
@@ -397,7 +397,7 @@ def _break_even_chart(results: Results, colours: dict[str, str], symbol: str) ->
     return Markup(svg) if svg else None
 
 
-def _learning_curve_chart(curve: LearningCurve, colour: str, metric: str) -> Markup | None:
+def _learning_curve_chart(curve: LearningCurve, colour: str, metric: str, higher_is_better: bool = True) -> Markup | None:
     svg = charts.learning_curve_chart(
         examples=[p.examples for p in curve.points],
         scores=[p.score.value for p in curve.points],
@@ -409,6 +409,7 @@ def _learning_curve_chart(curve: LearningCurve, colour: str, metric: str) -> Mar
         fit_formula=curve.fit_formula,
         fit=curve.fit,
         examples_needed=curve.examples_needed,
+        higher_is_better=higher_is_better,
     )
     return Markup(svg) if svg else None
 
@@ -462,11 +463,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _score_colour(score: float | None) -> tuple[str, str, str]:
-    """(background, chip, verdict): red (0) through amber to green (1), plus a word for colour-blind readers."""
+def _score_colour(score: float | None, higher_is_better: bool = True) -> tuple[str, str, str]:
+    """(background, chip, verdict): red (wrong) through amber to green (right), plus a word for
+    colour-blind readers. Right is 1 for a higher-is-better metric, 0 for a lower-is-better one.
+
+    >>> _score_colour(0.0, higher_is_better=False)[2], _score_colour(0.0)[2]
+    ('right', 'wrong')
+    """
     if score is None:
         return "transparent", "#eaeef2", "unscored"
-    share = min(max(score, 0.0), 1.0)
+    right = score if higher_is_better else 1.0 - score  # per-example scores lie in [0, 1]
+    share = min(max(right, 0.0), 1.0)
     verdict = "right" if share >= 0.999 else "wrong" if share <= 0.001 else "partial"
     hue = share * 120
     return f"hsl({hue:.0f}, 75%, 90%)", f"hsl({hue:.0f}, 55%, 46%)", verdict
@@ -482,7 +489,7 @@ def _disagreement_views(items: list[Disagreement], results: Results) -> list[Dis
         answers = []
         for name in names:
             score = d.scores.get(name)
-            background, chip, verdict = _score_colour(score)
+            background, chip, verdict = _score_colour(score, results.higher_is_better)
             answers.append(
                 AnswerView(
                     rung=name, title=titles.get(name, name), answer=d.answers.get(name, ""),
@@ -614,7 +621,7 @@ def build_view(results: Results, out_dir: Path) -> dict[str, Any]:
         "has_costs": any(r.cost_per_1k is not None for r in done),
         "curve": curve,
         "curve_title": curve_title,
-        "curve_chart": _learning_curve_chart(curve, curve_colour, results.metric) if curve and curve.points else None,
+        "curve_chart": _learning_curve_chart(curve, curve_colour, results.metric, results.higher_is_better) if curve and curve.points else None,
         "fine_tuned": fine_tuned,
         "any_fine_tuning": bool(fine_tuned or curve or results.forgetting),
         "training": _training_views(results, symbol),
