@@ -4,6 +4,7 @@ through `run_ladder` with the evidence step and the report, as `tunewise run` do
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -134,6 +135,19 @@ def test_a_hosted_prompted_model_against_a_small_fine_tuned_one_each_at_its_own_
         assert "few_shot@large" in text or "Few-shot (k=2, fixed) on large" in text
         assert "hosted $2.50 in / $10.00 out per 1M" in text and "self-hosted $1.50/GPU h" in text
     assert re.search(r"LoRA fine-tune on small", markdown)
+
+    # `tunewise serve` serves any candidate of the run: the hosted one through its endpoint, the
+    # fine-tuned one from its adapter on the small model.
+    from tunewise.serve.config import load_runs
+
+    question = [{"role": "user", "content": "what does the cat say ?"}]
+    for name in ("few_shot@large", "lora@small"):
+        config = load_runs([tmp_path / "runs" / results.run_id], rung=name, embedder=None)["two"]
+        served = config.prepared.model.generate([config.prepared.build(question).messages], 4)[0].text
+        saved = [json.loads(line) for line in (tmp_path / "runs" / results.run_id / by[name].predictions_file).read_text().splitlines()]
+        cat = next(row for row in saved if row["input"] == "what does the cat say ?")
+        assert config.rung == name and served == cat["prediction"], (name, served, cat["prediction"])
+    assert any("the cat say" in m[-1]["content"] for m in hosted.calls[-1:])
 
 
 def test_a_training_rung_on_an_endpoint_fails_before_any_work(tmp_path, tiny_dir, endpoint):

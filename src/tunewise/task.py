@@ -728,4 +728,6 @@ def load_task(path: str | Path, check_files: bool = True) -> Task:
 
 def task_to_yaml(task: Task) -> str:
     """The resolved config, saved beside every result."""
-    return yaml.safe_dump(task.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    # With `models:`, the single-model fields are not the task's (and may not be given beside it).
+    exclude = {"model", "model_options"} if task.models is not None else set()
+    return yaml.safe_dump(task.model_dump(mode="json", exclude=exclude), sort_keys=False, allow_unicode=True)

@@ -54,12 +54,18 @@ def base_config(model: ChatModel, max_new_tokens: int) -> ServedConfig:
     return ServedConfig(Prepared(model, build), task=BASE_NAME, rung=BASE_NAME, max_new_tokens=max_new_tokens)
 
 
-def _load_model(spec: str, trust_remote_code: bool, cache: dict[str, ChatModel]) -> ChatModel:
-    """One loaded model per spec, shared by every run that names it (so their requests batch together)."""
+def _load_model(task: Any, trust_remote_code: bool, cache: dict[str, ChatModel]) -> ChatModel:
+    """One loaded model per spec, shared by every run that names it (so their requests batch together).
+    `task` is the candidate's view of its task (Task.for_model): an endpoint keeps its base_url and key."""
+    spec = task.model
     if spec not in cache:
         from tunewise.models.resolve import load_model
 
-        cache[spec] = load_model(spec, trust_remote_code=True) if trust_remote_code else load_model(spec)
+        options = task.model_options.model_dump(exclude_none=True)
+        endpoint = spec.startswith("openai:") or "base_url" in options
+        if trust_remote_code and not endpoint:
+            options["trust_remote_code"] = True
+        cache[spec] = load_model(spec, **({k: v for k, v in options.items() if k != "engine"} if endpoint else options))
     return cache[spec]
 
 
@@ -102,7 +108,7 @@ def load_runs(
         except TunewiseError as err:
             problems.append(str(err))
             continue
-        name = rung or (results.decision.rung if results.decision else None)
+        name = task.candidate(rung) if rung else (results.decision.rung if results.decision else None)
         done = [r.name for r in results.rungs if r.status == "done"]
         if name is None:
             problems.append(f"{run_dir}: the run made no decision (no rung finished); rerun it with `tunewise run`")
@@ -129,21 +135,22 @@ def load_runs(
     shared_bases = {} if model is not None or not share_base else _shared_bases(chosen, with_base, trust_remote_code, log)
     for run_dir, name in chosen:
         task, _, _ = open_run(run_dir)
+        view = candidate_view(task, name)  # the candidate's own model (`models:`), else the task's
         trains = get_rung(name).trains
         if trains:
             refuse_pickled_weights(run_dir)
-        shared_base = shared_bases.get(task.model)
+        shared_base = shared_bases.get(view.model)
         # A fine-tuned rung loads its own base + adapter; the plain base is loaded only when needed.
         if model is not None:
             shared = model
         elif shared_base is not None and (not trains or with_base):
             shared = shared_base.view(None)
         elif not trains or with_base:
-            shared = _load_model(task.model, trust_remote_code, models)
+            shared = _load_model(view, trust_remote_code, models)
         else:
             shared = None
         task, ctx, results = open_run(run_dir, RunOptions(model=shared, embedder=embedder, retriever=retriever))
-        ctx = context_for(ctx, results.rung(name))  # knobs chosen on dev (ladder.tune), as the ladder scored it
+        ctx = context_for(ctx.for_candidate(name), results.rung(name))  # its model; knobs chosen on dev (ladder.tune)
         task = ctx.task
         log(f"{task.name}: preparing rung {name} from {run_dir}")
         prepared = get_rung(name).prepare(ctx)
@@ -181,7 +188,7 @@ def _shared_bases(chosen: list[tuple[Path, str]], with_base: bool, trust_remote_
     plain: set[str] = set()
     first_task: dict[str, Any] = {}
     for run_dir, name in chosen:
-        task, _, _ = open_run(run_dir)
+        task = candidate_view(open_run(run_dir)[0], name)
         options = task.model_options.model_dump(exclude_none=True)
         if task.model.startswith("openai:") or "base_url" in options:
             continue  # an API model: no weights here
@@ -204,11 +211,18 @@ def _shared_bases(chosen: list[tuple[Path, str]], with_base: bool, trust_remote_
     return out
 
 
+def candidate_view(task: Any, name: str) -> Any:
+    """The task as the candidate `name` ("lora@small", or a bare rung) sees it: its model's spec and options."""
+    from tunewise.rungs import split_candidate
+
+    return task.for_model(split_candidate(task.candidate(name))[1])
+
+
 def refuse_pickled_weights(run_dir: Path) -> None:
     """A run folder from elsewhere could hold a pickled adapter (adapter_model.bin), which peft would
     unpickle when no safetensors file sits beside it. Refuse it before anything loads."""
-    folder = run_dir / "train"
-    weights = [*folder.rglob("adapter_model.bin"), *folder.rglob("pytorch_model*.bin")] if folder.is_dir() else []
+    folders = [f for f in run_dir.glob("train*") if f.is_dir()]  # train/, or train@<model> per model
+    weights = [p for folder in folders for p in (*folder.rglob("adapter_model.bin"), *folder.rglob("pytorch_model*.bin"))]
     unsafe = [p for p in weights if not any(p.parent.glob("*.safetensors"))]
     if unsafe:
         raise TunewiseError(
