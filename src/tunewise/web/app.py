@@ -199,10 +199,11 @@ def run_results(run_id: str) -> tuple[dict[str, Any], Any]:
 
 
 def read_predictions(run_dir: Path, rung: str) -> list[dict[str, Any]]:
-    from tunewise.rungs import RUNGS
+    from tunewise.rungs import RUNGS, split_candidate
 
-    if rung not in RUNGS:
-        raise UserError(f"unknown rung {rung!r}; valid rungs: {', '.join(RUNGS)}")
+    name, model = split_candidate(rung)
+    if name not in RUNGS or (model is not None and not (model and all(c.isalnum() or c in "-_." for c in model))):
+        raise UserError(f"unknown rung {rung!r}; valid rungs: {', '.join(RUNGS)} (rung@model with several models)")
     path = run_dir / "predictions" / f"{rung}.jsonl"
     if not path.is_file():
         return []
