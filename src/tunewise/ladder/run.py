@@ -23,6 +23,8 @@ import numpy as np
 from tunewise.cost.model import PREFILL_WEIGHT
 from tunewise.cost.money import fmt_money
 from tunewise.data.example import Example
+from tunewise.decision import direction
+from tunewise.decision.direction import best_of, oriented
 from tunewise.errors import TunewiseError
 from tunewise.eval.stats import fmt_p
 from tunewise.ladder.results import (
@@ -671,8 +673,7 @@ def compare_rungs(state: RunState, results: list[RungResult]) -> None:
     done = [r for r in results if r.status == "done" and r.score is not None and r.name in state.per_example]
     if not done:
         return
-    sign = 1.0 if state.metric.higher_is_better else -1.0
-    best = max(done, key=lambda r: sign * r.score.value)
+    best = best_of(done, state.metric.higher_is_better, key=lambda r: r.score.value)
     binary = bool(getattr(state.metric, "binary", False))
     corpus_level = state.metric.corpus is not None
 
@@ -778,7 +779,7 @@ def disagreements(state: RunState, results: list[RungResult], limit: int = 50) -
                 )
             )
     # The examples where the most rungs fail first: they teach the most.
-    out.sort(key=lambda d: sum(d.scores.values()))
+    out.sort(key=lambda d: sum(oriented(v, state.metric.higher_is_better) for v in d.scores.values()))
     return out[:limit]
 
 
@@ -1011,13 +1012,12 @@ def _climb(
             what = "the verdict cannot change" if look.settled else (f"dropped {', '.join(look.dropped)}" if look.dropped else "continuing")
             log(f"look at {look.examples} of {n} eval examples: {what}")
 
-    sign = 1.0 if state.metric.higher_is_better else -1.0
     out = sequential(
         names,
         sizes,
         measure,
         alpha=task.ladder.alpha,
-        margin=lambda live: margin_for(task, max((c.metric_value() for c in live), key=lambda v: sign * v)),
+        margin=lambda live: margin_for(task, best_of((c.metric_value() for c in live), state.metric.higher_is_better)),
         target=task.target,
         higher_is_better=state.metric.higher_is_better,
         replicates=_replicates(state),
@@ -1067,7 +1067,7 @@ def meets_target(task: Task, metric: Any, value: float) -> bool | None:
     """The score against the task's target, in the metric's direction; None without a target."""
     if task.target is None:
         return None
-    return value >= task.target if metric.higher_is_better else value <= task.target
+    return direction.meets_target(value, task.target, metric.higher_is_better)
 
 
 def _note_damaged_results(run_dir: Path, log: Callable[[str], None]) -> None:

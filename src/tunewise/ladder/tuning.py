@@ -183,7 +183,7 @@ def tuned_context(
     after the choice is made, by the caller.
     """
     from tunewise.ladder.results import Score, Tried, Tuning, atomic_write_text
-    from tunewise.ladder.rungs import get_rung, rung_title
+    from tunewise.rungs import get_rung
     from tunewise.ladder.scoring import generate_and_score
 
     task = ctx.task
@@ -207,7 +207,7 @@ def tuned_context(
             # eval=[]: nothing a rung does while tuning can reach the eval examples.
             tuning_ctx = replace(ctx, task=candidate, train=pool, eval=[])
             prepared = get_rung(name).prepare(tuning_ctx)
-            bar = progress(f"Tuning {rung_title(name, candidate)} on dev", len(dev)) if progress else nullcontext(None)
+            bar = progress(f"Tuning {get_rung(name).title(candidate)} on dev", len(dev)) if progress else nullcontext(None)
             with bar as advance:
                 scored = generate_and_score(prepared, dev, metric, task.ladder.max_new_tokens, advance, seed=ctx.seed)
             score = scored.score
