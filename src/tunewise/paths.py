@@ -1,26 +1,14 @@
-"""Where tunewise keeps things. Tests redirect all of them with environment variables."""
+"""Where tunewise keeps things (`tunewise.dirs`, re-exported here), and which run folder a run id names.
+
+Tests redirect all of them with environment variables."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from tunewise.dirs import cache_dir, home, runs_dir
 
-def home() -> Path:
-    """The run store and caches: $TUNEWISE_HOME, else ~/.tunewise."""
-    return Path(os.environ.get("TUNEWISE_HOME") or Path.home() / ".tunewise")
-
-
-def cache_dir(kind: str) -> Path:
-    """A cache folder, e.g. cache_dir("embeddings"). Safe to delete."""
-    path = home() / "cache" / kind
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def runs_dir() -> Path:
-    """Run folders: $TUNEWISE_RUNS, else ./runs."""
-    return Path(os.environ.get("TUNEWISE_RUNS") or "runs")
+__all__ = ["cache_dir", "home", "resolve_run", "runs_dir"]
 
 
 def resolve_run(ref: str | Path) -> Path:

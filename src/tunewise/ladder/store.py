@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tunewise.paths import home
+from tunewise.dirs import home
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
 
