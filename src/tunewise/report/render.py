@@ -19,6 +19,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+import tunewise.report.charts as charts  # the module, not `from tunewise.report import`: the package imports this one
 from tunewise import __version__
 from tunewise.cost.model import amortised_monthly_cost
 from tunewise.cost.money import DASH, currency_symbol, fmt_money
@@ -35,7 +36,6 @@ from tunewise.ladder.results import (
     TrainingSummary,
     atomic_write_text,
 )
-from tunewise.report import charts
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _DISAGREE = re.compile(r"\b(disagree|differ|contradict|conflict|overrule)", re.I)
