@@ -5,24 +5,13 @@ Pure: reads a `Verdict` and the rungs' results (plain data), opens nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tunewise.cost.money import fmt_money
 from tunewise.decision.direction import short_of_target, target_phrase
 from tunewise.decision.verdict import PairComparison, Verdict, examples_needed
 from tunewise.ladder.results import Decision, RungResult
-
-# Which rung carries out each approach of the advisor's framework.
-APPROACH_TO_RUNG = {
-    "prompting": "zero_shot",
-    "few_shot": "few_shot",
-    "rag": "rag",
-    "lora": "lora",
-    "full_sft": "lora",
-    "finetune_rag": "lora_rag",
-}
-
 
 @dataclass(frozen=True)
 class Context:
@@ -33,6 +22,8 @@ class Context:
     calls_per_month: int
     horizon_months: int
     eval_examples: int
+    approaches: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Each candidate -> the advisor approaches its rung measures (the rung registry's, passed in)."""
 
 
 def fmt_diff(pc: PairComparison) -> str:
@@ -156,16 +147,16 @@ def explain(
     if advice:
         approach = advice.get("approach")
         rules = [f"{f['id']}: {f['reason']}" for f in advice.get("rules", [])]
-        advised_rung = APPROACH_TO_RUNG.get(approach or "")
-        if advised_rung is None:
+        measuring = [name for name, approaches in ctx.approaches.items() if approach in approaches]
+        if not measuring:
             kind = "unmeasured"
             agreement = f"The framework recommends {approach}, which the ladder does not measure directly."
-        elif advised_rung == choice.name or (advised_rung == "rag" and choice.name == "few_shot_rag"):
+        elif choice.name in measuring:
             kind = "agree"
             agreement = f"Measurement and the framework agree: {choice.title}."
         else:
             kind = "disagree"
-            measured = done.get(advised_rung)
+            measured = next((done[name] for name in measuring if name in done), None)
             what = f"it scored {measured.score.value:.3f} here" if measured else "it was not measured in this run"
             agreement = (
                 f"Measurement and the framework disagree: the rules suggest {approach} ({what}); "

@@ -738,7 +738,10 @@ def apply_verdict(results: list[RungResult], verdict: Any) -> None:
 def decide(task: Task, results: list[RungResult], advice: dict[str, Any] | None, verdict: Any) -> Decision:
     from tunewise.decision.explain import Context, explain
 
-    ctx = Context(task.metric, task.target, task.business.calls_per_month, task.business.horizon_months, 0)
+    # What each candidate measures, then the registry's other rungs (advice they answer, not measured here).
+    approaches = {r.name: get_rung(r.name).approaches for r in results}
+    approaches |= {name: rung.approaches for name, rung in RUNGS.items() if name not in approaches}
+    ctx = Context(task.metric, task.target, task.business.calls_per_month, task.business.horizon_months, 0, approaches)
     decision = explain(verdict, results, ctx, advice)
     if verdict is not None:
         decision.alpha = task.ladder.alpha

@@ -51,12 +51,3 @@ def get_rung(name: str) -> Rung:
     if rung not in RUNGS:
         raise TunewiseError(f"unknown rung {rung!r}; valid rungs: {', '.join(RUNGS)}")
     return RUNGS[rung]
-
-
-def approach_rungs() -> dict[str, str]:
-    """The advisor's approach -> the first rung that measures it (for the advice-vs-evidence sentence)."""
-    out: dict[str, str] = {}
-    for rung in RUNGS.values():
-        for approach in rung.approaches:
-            out.setdefault(approach, rung.name)
-    return out
