@@ -223,7 +223,7 @@ def learning_curve(
 ) -> LearningCurve:
     """Train on each share of the train split, score on eval, fit, and give the verdict.
 
-    `with_rag` defaults to the ladder's choice: the plain LoRA rung unless only lora_rag is climbed.
+    `with_rag` defaults to the first training rung the task lists: with retrieval if that rung retrieves.
     """
     from tunewise.errors import TunewiseError
     from tunewise.finetune.rung import train_dir
@@ -236,7 +236,10 @@ def learning_curve(
     if bad or not shares:
         raise TunewiseError(f"train.learning_curve must list shares in (0, 1], e.g. [0.25, 0.5, 1.0]; got {list(shares)}")
     if with_rag is None:
-        with_rag = "lora" not in task.ladder.rungs and "lora_rag" in task.ladder.rungs
+        from tunewise.rungs import get_rung
+
+        first = next((get_rung(n) for n in task.ladder.rungs if get_rung(n).trains), None)
+        with_rag = first is not None and first.retrieved
     points = []
     for share in shares:
         with progress_bar(f"Learning curve {share:.0%}: training steps", None) as advance:
