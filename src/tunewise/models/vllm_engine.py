@@ -67,7 +67,7 @@ def _dtype(bf16: str) -> str:
 
 def _source(spec: str) -> str:
     """What vLLM loads for a spec: a transformers folder (a GGUF's dequantised cache) or a hub id."""
-    from tunewise.models.resolve import gguf_cache, locate_embedded, spec_kind
+    from tunewise.models.weights import gguf_cache, locate_embedded, spec_kind
 
     kind = spec_kind(spec)
     if kind == "openai":
@@ -114,7 +114,7 @@ class VLLMModel:
         from transformers import AutoTokenizer
         from vllm import LLM
 
-        from tunewise.models.resolve import model_name
+        from tunewise.models.weights import model_name
 
         source = _source(spec)
         args: dict[str, Any] = {"model": source, "dtype": _dtype(bf16), "seed": 0, "trust_remote_code": trust_remote_code}
