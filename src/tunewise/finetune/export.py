@@ -26,6 +26,7 @@ from tunewise.errors import TunewiseError
 from tunewise.finetune.model_card import model_card
 from tunewise.ladder.results import Results, TrainingSummary
 from tunewise.models.base import Messages
+from tunewise.models.vllm_engine import max_lora_rank
 
 
 def tuned_adapter(run_dir: Path, rung: Any) -> Path | None:
@@ -152,9 +153,6 @@ Llama, Mistral, Gemma); for the others the Modelfile uses the merged model."""
 
 OLLAMA_SAFETENSORS_FAMILIES = ("llama", "mistral", "gemma", "gemma2", "phi3")
 """model_type values Ollama imports from a safetensors folder (`FROM /path/to/folder`)."""
-
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-"""`--max-lora-rank` values vLLM accepts; the smallest one >= the adapter's r is passed."""
 
 USER_PLACEHOLDER = "<your input>"
 
@@ -484,7 +482,7 @@ def _write_vllm(dep: Deployment, partial: Path, gguf_type: str) -> tuple[str, di
         command = f"vllm serve {base} --served-model-name {dep.name} --generation-config vllm"
         return command, _openai_request(dep, dep.name), notes
     _copy_finetune(dep, partial / "adapter", base)
-    rank = next((r for r in VLLM_LORA_RANKS if r >= (dep.lora_r or 16)), dep.lora_r)
+    rank = max_lora_rank(dep.lora_r or 16)
     command = (
         f"vllm serve {base} --enable-lora --lora-modules {dep.name}=./adapter --max-lora-rank {rank} "
         "--generation-config vllm"

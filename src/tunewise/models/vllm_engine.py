@@ -26,6 +26,17 @@ from tunewise.errors import TunewiseError
 from tunewise.models.base import Generation, Messages, Progress
 
 INSTALL = "pip install 'tunewise[vllm]' (Linux + CUDA only)"
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""`--max-lora-rank` values vLLM accepts."""
+
+
+def max_lora_rank(r: int) -> int:
+    """The `max_lora_rank` to give vLLM for an adapter of rank r: the smallest accepted one >= r.
+
+    >>> max_lora_rank(16), max_lora_rank(20), max_lora_rank(1000)
+    (16, 32, 1000)
+    """
+    return next((allowed for allowed in VLLM_LORA_RANKS if allowed >= r), r)
 
 
 def unavailable_reasons() -> list[str]:
@@ -130,10 +141,7 @@ class VLLMModel:
             from vllm.lora.request import LoRARequest
 
             rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
-            from tunewise.finetune.export import VLLM_LORA_RANKS
-
-            allowed = next((r for r in VLLM_LORA_RANKS if r >= rank), rank)  # vLLM accepts only these
-            args |= {"enable_lora": True, "max_lora_rank": allowed, "max_loras": 1}
+            args |= {"enable_lora": True, "max_lora_rank": max_lora_rank(rank), "max_loras": 1}
             lora_request = LoRARequest(Path(adapter).name, 1, str(Path(adapter).resolve()))
             name = f"{name}+{Path(adapter).name}"
         # The ladder can hold two engines at once (the base for the prompted rungs, base + adapter for
