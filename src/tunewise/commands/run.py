@@ -110,6 +110,11 @@ def print_results(results: Results, run_dir: Path | None = None) -> None:
             from tunewise.ladder.tuning import describe
 
             console.print(f"  tuned on dev: {r.title}: {describe(r.tuning)}")
+        if r.facts:
+            console.print(f"  {r.title}: {'; '.join(f.text for f in r.facts.values())}")
+    if results.models:
+        priced = {r.name.partition("@")[2]: r.pricing for r in results.rungs if r.pricing}
+        console.print("  models: " + "; ".join(f"{key} = {spec} ({priced.get(key, 'not run')})" for key, spec in results.models.items()))
     for be in results.break_even:
         a, b = results.rung(be.cheaper_upfront), results.rung(be.cheaper_per_call)
         if a and b:

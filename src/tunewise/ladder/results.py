@@ -68,6 +68,13 @@ class Tuning(BaseModel):
     tried: list[Tried]  # every configuration with its dev score, in the order tried (cheapest first)
 
 
+class Fact(BaseModel):
+    """One rung-specific figure, shown under the results table."""
+
+    value: float | str | None
+    text: str  # the figure in words, e.g. "agrees with its teacher on 93% of eval answers"
+
+
 class RungResult(BaseModel):
     name: str  # the candidate: a registry name, e.g. "few_shot", or rung@model with `models:` ("few_shot@large")
     title: str  # for people, e.g. "Few-shot (k=5, nearest)"; "... on large" with several models
@@ -108,6 +115,9 @@ class RungResult(BaseModel):
     predictions_file: str | None = None
     training: TrainingSummary | None = None
     tuning: Tuning | None = None  # knobs chosen on dev before eval was scored; None when not tuned
+    # Figures only this rung has, from its module's `facts` hook, e.g. a distilled student's agreement
+    # with its teacher or a quantized model's memory: name -> (value, how to read it).
+    facts: dict[str, Fact] = Field(default_factory=dict)
 
 
 class BreakEven(BaseModel):

@@ -31,6 +31,7 @@ from tunewise.ladder.results import (
     BreakEven,
     Decision,
     Disagreement,
+    Fact,
     Look,
     Results,
     RungResult,
@@ -452,10 +453,22 @@ def _context(task: Task, train: list[Example], evals: list[Example], run_dir: Pa
         return cache["retriever"]
 
     key = task.default_model_key
-    return LadderContext(
+    ctx = LadderContext(
         task.for_model(key), train, evals, run_dir, lambda: load(key), retriever, embedder, seed=task.data.seed,
         model_key=key, load_model=load,
     )
+
+    def candidate(name: str) -> Prepared:
+        """Another candidate, prepared once for the whole run (a distillation teacher, say)."""
+        name = task.candidate(name)
+        if f"prepared@{name}" not in cache:
+            from tunewise.ladder.tuning import context_for
+
+            cache[f"prepared@{name}"] = get_rung(name).prepare(context_for(ctx.for_candidate(name), None))
+        return cache[f"prepared@{name}"]
+
+    ctx.candidate = candidate
+    return ctx
 
 
 def _audit_summary(task: Task) -> dict[str, Any] | None:
@@ -538,6 +551,7 @@ def run_rung(
     training = prepared.details.get("training")
     if isinstance(training, dict):
         training = TrainingSummary.model_validate(training)
+    facts = rung.facts(ctx, prepared, rows) if rung.facts else {}
     return RungResult(
         name=name,
         title=title,
@@ -554,6 +568,7 @@ def run_rung(
         predictions_file=str(final.relative_to(state.run_dir)),
         training=training,
         tuning=tuning,
+        facts={k: v if isinstance(v, Fact) else Fact.model_validate(v) for k, v in facts.items()},
         scored_examples=len(examples),
         generation_s=generation_s,
         **costs,

@@ -610,6 +610,7 @@ def build_view(results: Results, out_dir: Path) -> dict[str, Any]:
         "extra_rows": extra_rows,
         "confusions": _confusion_views(results),
         "tuning_lines": _tuning_lines(results),
+        "fact_lines": [(r.title, [f.text for f in r.facts.values()]) for r in results.rungs if r.facts],
         "show_horizon": any(r.horizon_cost is not None for r in results.rungs),
         "any_done": bool(done),
         "decision": decision,

@@ -57,6 +57,8 @@ class LadderContext:
     then that entry's view (`Task.for_model`): its `model`, `model_options` and prices."""
     load_model: Callable[[str | None], ChatModel] | None = None
     """Any of the task's models by key, loaded once and shared (None: only `base_model`)."""
+    candidate: Callable[[str], Prepared] | None = None
+    """Another candidate of this run, prepared once and shared (a distillation teacher); None outside a run."""
 
     def on_model(self, key: str | None) -> LadderContext:
         """The same context for another of the task's models; data, retriever and embedder are shared."""
@@ -112,6 +114,9 @@ class Rung:
     """The title with the task's settings, e.g. "Few-shot (k=5, nearest)"; default: `label`."""
     unavailable: Callable[[Task], str | None] | None = None
     """Why this task cannot run the rung (beyond a missing corpus), said in the table; None: it can."""
+    facts: Callable[[LadderContext, Prepared, list[dict[str, Any]]], dict[str, Any]] | None = None
+    """Figures only this rung has, from its prepared state and its saved eval answers (rows of
+    predictions/<name>.jsonl): name -> tunewise.ladder.results.Fact (or a dict of its fields)."""
 
     @property
     def needs_corpus(self) -> bool:
