@@ -13,9 +13,11 @@ bench/bench_merge.py measures the speed difference.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tunewise.data.example import Example
 from tunewise.models.base import ChatModel
 from tunewise.rungs.base import LadderContext, Prepared, plain_request, rag_request
 
@@ -90,18 +92,25 @@ def prepared_from_adapter(ctx: LadderContext, adapter_path: Path, summary: Any, 
     )
 
 
-def prepare_finetuned(ctx: LadderContext, with_rag: bool) -> Prepared:
-    """Train (or reuse) the run's adapter on ctx.train and serve it as a rung."""
+def train_adapter(ctx: LadderContext, examples: Sequence[Example] | None = None, folder: Path | None = None) -> Any:
+    """Train (or reuse) an adapter on `examples` (default ctx.train) in `folder` (default ctx.train_dir,
+    shared by the rungs that train on the plain train split): a rung that trains on other examples
+    (RAFT prompts, a teacher's answers) passes its own folder. Returns finetune.train's TrainOutcome."""
     from tunewise.finetune.train import train_model
     from tunewise.ui import err_console, progress_bar
 
     task = ctx.task
     with progress_bar(f"Fine-tuning ({task.train.method}) steps", None) as advance:
-        outcome = train_model(
+        return train_model(
             task,
-            ctx.train,
-            ctx.train_dir,
+            ctx.train if examples is None else examples,
+            ctx.train_dir if folder is None else folder,
             progress=lambda step, steps: advance(1),
             log=lambda message: err_console.print(message),
         )
+
+
+def prepare_finetuned(ctx: LadderContext, with_rag: bool) -> Prepared:
+    """Train (or reuse) the run's adapter on ctx.train and serve it as a rung."""
+    outcome = train_adapter(ctx)
     return prepared_from_adapter(ctx, outcome.adapter_path, outcome.summary, with_rag)
