@@ -229,6 +229,35 @@ class LoraSpec(Strict):
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
 
+class RaftSpec(Strict):
+    """How the `lora_rag` rung builds its training prompts, the RAFT way (Zhang et al. 2024;
+    docs/finetune.md, "lora_rag: trained the RAFT way"): each train question asked with documents in
+    the prompt exactly as the rung asks at inference, the gold document shuffled among distractors in
+    `oracle_share` of them and left out of the rest. Only the train questions are ever retrieved for;
+    the `lora` rung's adapter is not affected."""
+
+    oracle_share: float = Field(
+        0.8, ge=0, le=1, description="share of examples whose prompt holds the gold document (RAFT's P); the rest get one "
+        "more distractor instead, so the adapter also learns to answer from memory when retrieval misses"
+    )
+    distractors: int | None = Field(
+        None, ge=0, le=49, description="distractor chunks beside the gold one; default ladder.rag.k - 1, so a prompt "
+        "holds k documents as at inference"
+    )
+    distractors_from: Literal["retrieved", "random"] = Field(
+        "retrieved", description="retrieved: the train question's best-ranked chunks that are not from its gold document "
+        "(the near misses inference shows); random: chunks drawn from the rest of the corpus (RAFT's sampling)"
+    )
+    max_examples: int | None = Field(
+        None, ge=1, description="build prompts for a seeded sample of this many train examples (a RAFT prompt is about 10x "
+        "a bare question's tokens, and so is its training time); default: every train example"
+    )
+    max_length: int | None = Field(
+        None, ge=16, description="tokens a RAFT example is cut to (train.max_length for the bare-question adapter); default "
+        "train.max_length plus 2 tokens a word of the documents (ladder.rag.k x ladder.rag.chunk_words)"
+    )
+
+
 class TrainSpec(Strict):
     method: Literal["lora", "full", "qlora"] = "lora"
     lora: LoraSpec = Field(default_factory=LoraSpec)
@@ -243,6 +272,9 @@ class TrainSpec(Strict):
         10, gt=0, description="also checkpoint when this long has passed since the last save, so a kill loses at most this much; null: at epoch ends (or eval steps) only"
     )
     learning_curve: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0], description="train-split shares")
+    raft: RaftSpec = Field(
+        default_factory=RaftSpec, description="the lora_rag rung's training prompts: retrieved documents, distractors, the gold one left out of a share"
+    )
 
     @field_validator("learning_curve")
     @classmethod

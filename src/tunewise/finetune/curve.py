@@ -224,6 +224,8 @@ def learning_curve(
     """Train on each share of the train split, score on eval, fit, and give the verdict.
 
     `with_rag` defaults to the first training rung the task lists: with retrieval if that rung retrieves.
+    With retrieval the shares are of the lora_rag rung's RAFT prompts (finetune/raft.py), trained and
+    asked as that rung is.
     """
     from tunewise.errors import TunewiseError
     from tunewise.finetune.rung import train_dir
@@ -240,13 +242,21 @@ def learning_curve(
 
         first = next((get_rung(n) for n in task.ladder.rungs if get_rung(n).trains), None)
         with_rag = first is not None and first.retrieved
+    # The curve of the rung it stands for: with retrieval, the lora_rag rung's RAFT prompts in its
+    # own folder (so the 100% point is that rung's adapter); without, the bare train split.
+    train_task, examples, folder = task, ctx.train, train_dir(ctx)
+    if with_rag:
+        from tunewise.finetune.raft import raft_training
+
+        raft = raft_training(ctx)
+        train_task, examples, folder = raft.task, raft.examples, raft.folder
     points = []
     for share in shares:
         with progress_bar(f"Learning curve {share:.0%}: training steps", None) as advance:
             outcome = train_model(
-                task,
-                ctx.train,
-                train_dir(ctx),
+                train_task,
+                examples,
+                folder,
                 subset=None if share >= 1 else share,
                 progress=lambda step, steps: advance(1),
                 log=lambda message: err_console.print(message),
