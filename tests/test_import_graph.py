@@ -1,5 +1,6 @@
-"""No import cycles in src/tunewise, counting every import: module level, inside functions (the lazy
-imports that keep torch out of the core), and relative imports resolved to their module.
+"""No import cycles in src/tunewise, counting every import that runs: module level, inside functions
+(the lazy imports that keep torch out of the core), and relative imports resolved to their module.
+Imports under `if TYPE_CHECKING:` never run and are not counted.
 
 A cycle hides layering mistakes (a backend importing the factory that imports it) and breaks as soon
 as one of the lazy imports becomes a module-level one. Each failure prints every cycle found.
@@ -19,12 +20,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tunewise"
 # does not fail the test; a cycle that avoids all of them fails. Empty this when that work lands.
 # A name covers the module and, for a package, everything under it.
 IN_PROGRESS = {
-    "tunewise.task": "task <-> ladder/rungs (now tunewise.rungs) and task <-> ladder/tuning",
-    "tunewise.rungs": "finetune/rung <-> ladder/rungs and task <-> ladder/rungs: ladder/rungs.py is now this package",
-    "tunewise.finetune.rung": "finetune/rung <-> ladder/rungs",
-    "tunewise.ladder.tuning": "task <-> ladder/tuning",
-    "tunewise.ladder.run": "the large component through ladder.run, advise and cost",
-    "tunewise.advise": "the large component through ladder.run, advise and cost",
+    "tunewise.eval.judge": "the judge metric (issue 13) is being written: it registers itself in eval.metrics",
+    "tunewise.rungs.distill": "the distillation rung (issue 12) is being written",
 }
 
 
@@ -42,6 +39,25 @@ def module_names(root: Path) -> dict[str, Path]:
     return out
 
 
+def runtime_nodes(tree: ast.AST):
+    """Every node of the tree except those under `if TYPE_CHECKING:`, which never run: an annotation's
+    import is not a dependency (`from __future__ import annotations` keeps annotations as strings)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
 def import_graph(root: Path) -> dict[str, set[str]]:
     """module -> the package modules it imports, anywhere in the file.
 
@@ -52,7 +68,7 @@ def import_graph(root: Path) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        for node in runtime_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):

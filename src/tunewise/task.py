@@ -173,6 +173,10 @@ class DataSpec(Strict):
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="share of `file` held out for eval")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed for the split and every sampler (numpy's range)")
     format: str = Field("auto", description="auto, chat, prompt_completion, alpaca, sharegpt, csv")
+    unlabelled: Path | None = Field(
+        None, description="inputs without answers (e.g. production logs: user turns only, in any format above, "
+        "detected from the file) that the distill rung's teacher answers too (docs/distill.md)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataSpec":
@@ -220,6 +224,37 @@ class RagSpec(Strict):
     k: int = Field(3, ge=1, le=50, description="chunks put in the prompt")
     chunk_words: int = Field(200, ge=20, description="long documents are split into chunks of about this many words")
     mode: Literal["hybrid", "bm25", "dense"] = Field("hybrid", description="hybrid fuses BM25 and dense by RRF")
+
+
+class DistillSpec(Strict):
+    """The distill rung (docs/distill.md): a LoRA student, asked with the zero-shot prompt, trained on a
+    teacher candidate's answers to the training inputs (and `data.unlabelled`)."""
+
+    teacher: str = Field(
+        "few_shot", description="the candidate whose answers the student learns: any rung on any model "
+        "(few_shot, few_shot@large, rag, lora@large); a bare rung runs on the first model"
+    )
+    keep_disagreeing: bool = Field(
+        False, description="keep teacher answers that score 0 against a training input's gold answer; true: the "
+        "gold answers are never used, the student learns the teacher's answers only"
+    )
+    folds: int = Field(
+        5, ge=2, le=50, description="a teacher that shows training examples in its prompt (few-shot) answers each "
+        "fold of the training inputs from the other folds' examples, so it never sees an input's own gold answer"
+    )
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher_rung(cls, v: str) -> str:
+        from tunewise.rungs import RUNGS, split_candidate  # imports this module: only at validation time
+
+        rung = split_candidate(v)[0]
+        if rung == "distill":
+            raise ValueError(f"the teacher {shorten(v)} is itself a student; name a rung that answers on its own, e.g. few_shot")
+        if rung not in RUNGS:
+            raise ValueError(f"unknown rung {shorten(v)}; valid teachers: {', '.join(n for n in RUNGS if n != 'distill')} "
+                             "(on a model of `models:`: rung@model, e.g. few_shot@large)")
+        return v
 
 
 class LoraSpec(Strict):
@@ -340,6 +375,7 @@ class LadderSpec(Strict):
         return v
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)
     rag: RagSpec = Field(default_factory=RagSpec)
+    distill: DistillSpec = Field(default_factory=DistillSpec)
     max_new_tokens: int = Field(64, ge=1, le=4096)
     batch_size: int = Field(16, ge=1)
     eval_limit: int | None = Field(None, ge=1, description="score only the first N eval examples")
@@ -471,6 +507,17 @@ class Task(Strict):
                                  "endpoint and cannot be trained here; run it on a local model (e.g. lora@small) or drop it")
         return self
 
+    @model_validator(mode="after")
+    def _distill_teacher_model(self) -> "Task":
+        from tunewise.rungs import split_candidate
+
+        teacher = self.ladder.distill.teacher
+        key = split_candidate(teacher)[1]
+        if key is not None and (self.models is None or key not in self.models):
+            known = f"models: {', '.join(self.models)}" if self.models else "the task has no `models:` section"
+            raise ValueError(f"ladder.distill.teacher: {shorten(teacher)} names model {shorten(key)}, which is not defined ({known})")
+        return self
+
     @property
     def default_model_key(self) -> str | None:
         """The model a bare rung name runs on: the first of `models:`, or None (the single `model:`)."""
@@ -505,7 +552,7 @@ class Task(Strict):
         def fix(p: Path | None) -> Path | None:
             return None if p is None else (p if p.is_absolute() else (base / p).resolve())
 
-        data = self.data.model_copy(update={k: fix(getattr(self.data, k)) for k in ("train", "eval", "file")})
+        data = self.data.model_copy(update={k: fix(getattr(self.data, k)) for k in ("train", "eval", "file", "unlabelled")})
         return self.model_copy(update={"data": data, "corpus": fix(self.corpus)})
 
 
@@ -748,6 +795,7 @@ def load_task(path: str | Path, check_files: bool = True) -> Task:
             ("data.train", task.data.train),
             ("data.eval", task.data.eval),
             ("data.file", task.data.file),
+            ("data.unlabelled", task.data.unlabelled),
             ("corpus", task.corpus),
             ("metric", custom_metric_file(task.metric, base)),
             *(("extra_metrics", custom_metric_file(m, base)) for m in task.extra_metrics or []),

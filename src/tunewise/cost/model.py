@@ -15,12 +15,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunewise.data.example import Example
 from tunewise.data.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD
 from tunewise.errors import TunewiseError
-from tunewise.task import Pricing, Task
+from tunewise.cost.pricing import Pricing
+
+if TYPE_CHECKING:
+    from tunewise.task import Task
 
 PREFILL_WEIGHT = 0.2
 """Self-hosting: a prompt token costs this share of an output token's GPU time. Prefill handles the

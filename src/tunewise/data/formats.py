@@ -832,8 +832,9 @@ def _json_array(path: Path) -> Iterator[tuple[int, Any]]:
         yield from bad_bytes(1 << 62)
 
 
-def _csv_header(path: Path) -> tuple[list[str], dict[str, int]]:
-    """The header cells and canonical field -> column index. Raises DataError without input/output."""
+def _csv_header(path: Path, require_output: bool = True) -> tuple[list[str], dict[str, int]]:
+    """The header cells and canonical field -> column index. Raises DataError without input/output
+    (without input only, for a file of inputs: `require_output=False`)."""
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
         header = next(csv.reader(f, delimiter=_delimiter(path)), [])
     names = [h.strip().casefold() for h in header]
@@ -842,7 +843,7 @@ def _csv_header(path: Path) -> tuple[list[str], dict[str, int]]:
         idx = next((names.index(a) for a in aliases if a in names), None)
         if idx is not None:
             columns[field] = idx
-    if "input" not in columns or "output" not in columns:
+    if "input" not in columns or ("output" not in columns and require_output):
         raise DataError(
             f"{path}: line 1: the CSV header has columns {header or '(none)'}; it needs an input column "
             f"({'/'.join(CSV_COLUMNS['input'])}) and an output column ({'/'.join(CSV_COLUMNS['output'])}); "
@@ -878,8 +879,8 @@ def _csv_text_lines(raw: BinaryIO, bad: deque[Problem]) -> Iterator[str]:
             yield data.decode("utf-8", "replace")
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    header, columns = _csv_header(_checked(path))
+def _csv_rows(path: Path, require_output: bool = True) -> Iterator[tuple[int, Any]]:
+    header, columns = _csv_header(_checked(path), require_output)
     # The csv module's default field limit (128 KiB) would reject a long quoted field that JSONL
     # accepts; raise it (process-wide, the only way the module offers) to the record limit.
     if csv.field_size_limit() < MAX_RECORD_CHARS:
@@ -1076,3 +1077,112 @@ def read_examples(path: str | Path, format: str = "auto") -> list[Example]:
     if not examples:
         raise DataError(f"{path}: no examples; give a file with at least one record")
     return examples
+
+
+# -- inputs without answers (the distill rung's `data.unlabelled`) ------------------------------
+
+INPUT_KEYS: dict[str, tuple[str, ...]] = {
+    "chat": ("messages",),
+    "prompt_completion": ("prompt",),
+    "alpaca": ("instruction",),
+    "sharegpt": ("conversations",),
+}
+"""Top-level keys that identify a record of a JSON format when it need not hold an answer."""
+_NO_ANSWER = "(no answer)"
+
+
+def _with_placeholder_answer(record: dict, fmt: str) -> dict:
+    """The record with a placeholder in place of its answer (added where it has none), so the format's
+    own parser checks the rest (keys, roles, order, types, empty text) as it checks a labelled record."""
+    if fmt in ("chat", "sharegpt"):
+        key, role_key = ("messages", "role") if fmt == "chat" else ("conversations", "from")
+        turns = record.get(key)
+        if not isinstance(turns, list) or not turns or not isinstance(turns[-1], dict):
+            return record  # the parser says what is wrong
+        speaker = turns[-1].get(role_key)
+        role = (speaker if fmt == "chat" else SHAREGPT_ROLES.get(speaker)) if isinstance(speaker, str) else None
+        answer = {"role": "assistant", "content": _NO_ANSWER} if fmt == "chat" else {"from": "gpt", "value": _NO_ANSWER}
+        return {**record, key: [*(turns[:-1] if role == "assistant" else turns), answer]}
+    return {**record, {"prompt_completion": "completion", "alpaca": "output", "csv": "output"}[fmt]: _NO_ANSWER}
+
+
+def detect_inputs_format(path: str | Path) -> str:
+    """The format of a file of inputs: like `detect_format`, but a record needs no answer
+    ({"prompt": ...} is prompt_completion, {"instruction": ...} alpaca, a CSV needs an input column only)."""
+    path = Path(path)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        return "csv"
+    first = _first_char(path)
+    if not first:
+        raise DataError(f"{path} is empty; give a file with one input a line")
+    votes: Counter[str] = Counter()
+    seen: list[str] = []
+    for _, record in _json_array(path) if _is_json_array(path) else _json_lines(path):
+        if isinstance(record, dict):
+            name = next((n for n, keys in INPUT_KEYS.items() if all(k in record for k in keys)), None)
+            if name:
+                votes[name] += 1
+            elif len(seen) < 3:
+                seen.append(_keys(record))
+            if sum(votes.values()) + len(seen) >= DETECT_RECORDS:
+                break
+    if votes:
+        order = list(INPUT_KEYS)
+        return max(votes, key=lambda n: (votes[n], -order.index(n)))
+    if not seen and first not in "[{":
+        try:
+            _csv_header(path, require_output=False)  # a CSV file without a .csv suffix
+            return "csv"
+        except DataError:
+            pass
+    found = f"records with keys: {'; '.join(seen)}" if seen else "no JSON object at the top"
+    raise DataError(
+        f"{path}: cannot detect the format of these inputs, {found}. Give one input a record: "
+        '{"prompt": "..."}, {"messages": [..., {"role": "user", "content": "..."}]}, {"instruction": "..."}, '
+        '{"conversations": [..., {"from": "human", "value": "..."}]}, or a CSV with an input column'
+    )
+
+
+def read_inputs(path: str | Path) -> list[list[dict[str, str]]]:
+    """The conversations of a file of inputs without answers (production logs, say), each ending with
+    its last user turn, in file order; or DataError listing every bad line at once.
+
+    Any supported format, detected from the file, with the answer left out: {"prompt": "..."},
+    chat messages ending with a user turn, {"instruction": "...", "input": "..."}, ShareGPT ending
+    with a human turn, or a CSV with an input column. A record that does hold an answer is read
+    too, and its answer ignored: a log of a model's past replies is no gold answer.
+
+        {"prompt": "play some jazz"}  ->  [{"role": "user", "content": "play some jazz"}]
+    """
+    path = Path(path)
+    name = detect_inputs_format(path)
+    fmt = get_format(name)
+    if fmt.tabular:
+        records = _csv_rows(path, require_output=False)
+    else:
+        records = _json_array(path) if _is_json_array(path) else _json_lines(path)
+    inputs: list[list[dict[str, str]]] = []
+    problems: list[Problem] = []
+    for line, record in records:
+        if isinstance(record, Problem):
+            problems.append(record)
+            continue
+        if not isinstance(record, dict):
+            problems.append(Problem(line, f"expected a JSON object, got {type(record).__name__}", "write one object"))
+            continue
+        issues: Issues = []
+        try:
+            example = fmt.parse(_with_placeholder_answer(record, name), issues)
+        except Exception as err:  # noqa: BLE001 - one record the checker cannot handle must not hide the rest
+            what = f"could not check this record ({type(err).__name__}: {_printable(str(err))[:200]})"
+            problems.append(Problem(line, what, "please report this tunewise bug with the line", kind="internal"))
+            continue
+        if issues or example is None:
+            problems += [Problem(line, what, fix) for what, fix in issues or [("record could not be read", "check it against the format")]]
+            continue
+        inputs.append(example.messages)
+    if problems:
+        raise DataError(problems_message(problems, path))
+    if not inputs:
+        raise DataError(f"{path}: no inputs; give a file with at least one record")
+    return inputs

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunewise.data.example import Example
 from tunewise.data.formats import DataError, Problem, iter_records, problems_message
-from tunewise.task import Task
+
+if TYPE_CHECKING:
+    from tunewise.task import Task
 
 
 def _read(path: Path, fmt: str, problems: list[Problem]) -> list[Example]:

@@ -30,14 +30,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunewise.cost.model import charged_training_cost, training_costs
 from tunewise.data.example import Example
 from tunewise.errors import TunewiseError
 from tunewise.finetune.model_card import model_card
 from tunewise.ladder.results import LossPoint, TrainingSummary, atomic_write_text
-from tunewise.task import Task
+
+if TYPE_CHECKING:
+    from tunewise.task import Task
 
 FORMAT_VERSION = 1
 """Version of the training folder layout (bumped on incompatible change: old folders retrain)."""

@@ -32,15 +32,9 @@ from tunewise.errors import TunewiseError
 
 CACHE_FORMAT = 1
 
-KNOBS: dict[str, tuple[str, ...]] = {
-    "few_shot": ("few_shot_k", "few_shot_selection"),
-    "rag": ("rag_k",),
-    "few_shot_rag": ("rag_k", "few_shot_k", "few_shot_selection"),
-    "lora": ("epochs", "learning_rate"),
-    "lora_rag": ("rag_k", "epochs", "learning_rate"),
-}
-"""The knobs each rung can tune, in tie-break order: a configuration listed earlier (a smaller RAG k,
-then a smaller few-shot k, fewer epochs) wins a tie. Rungs not listed have nothing to tune."""
+# The knobs each rung can tune are declared by the rung (tunewise.rungs, `Rung.knobs`), in tie-break
+# order: a configuration listed earlier (a smaller RAG k, then a smaller few-shot k, fewer epochs)
+# wins a tie.
 
 LABELS = {"few_shot_k": "k", "few_shot_selection": "selection", "rag_k": "RAG k", "learning_rate": "lr", "epochs": "epochs"}
 
@@ -51,9 +45,7 @@ DEFAULT_GRID: dict[str, Any] = {"few_shot_k": [2, 4, 8], "rag_k": [1, 3, 5], "ma
 
 def with_default_grid(task: Any) -> Any:
     """The task with DEFAULT_GRID as its `ladder.tune` (validated: the budget holds by construction)."""
-    from tunewise.task import TuneSpec
-
-    ladder = task.ladder.model_copy(update={"tune": TuneSpec(**DEFAULT_GRID)})
+    ladder = type(task.ladder).model_validate({**task.ladder.model_dump(), "tune": DEFAULT_GRID})
     return task.model_copy(update={"ladder": ladder})
 
 
@@ -69,8 +61,9 @@ def grid(name: str, ladder: Any) -> list[dict[str, Any]]:
     tune = ladder.tune
     if tune is None:
         return []
-    # A constrained variant (few_shot_constrained) reads the same knobs as its plain rung.
-    knobs = [k for k in KNOBS.get(name.removesuffix("_constrained"), ()) if getattr(tune, k) is not None]
+    from tunewise.rungs import get_rung
+
+    knobs = [k for k in get_rung(name).knobs if getattr(tune, k) is not None]
     if not knobs:
         return []
     return [dict(zip(knobs, values)) for values in itertools.product(*(getattr(tune, k) for k in knobs))]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from tunewise.errors import TunewiseError
 from tunewise.rungs.base import Rung
+from tunewise.rungs.distill import RUNG as DISTILL
 from tunewise.rungs.few_shot import RUNG as FEW_SHOT
 from tunewise.rungs.few_shot_constrained import RUNG as FEW_SHOT_CONSTRAINED
 from tunewise.rungs.few_shot_rag import RUNG as FEW_SHOT_RAG
@@ -24,7 +25,7 @@ from tunewise.rungs.zero_shot_constrained import RUNG as ZERO_SHOT_CONSTRAINED
 
 RUNGS: dict[str, Rung] = {
     r.name: r
-    for r in (ZERO_SHOT, FEW_SHOT, ZERO_SHOT_CONSTRAINED, FEW_SHOT_CONSTRAINED, RAG, FEW_SHOT_RAG, LORA, LORA_RAG)
+    for r in (ZERO_SHOT, FEW_SHOT, ZERO_SHOT_CONSTRAINED, FEW_SHOT_CONSTRAINED, RAG, FEW_SHOT_RAG, LORA, LORA_RAG, DISTILL)
 }
 """Every rung, cheapest first: the order `--all` climbs them in."""
 

@@ -110,6 +110,8 @@ class Rung:
     """Answers are restricted to the task's labels, JSON schema or regex (models/constraints.py)."""
     opt_in: bool = False
     """Only climbed when named in `ladder.rungs` or `--rungs`, not by `--all`."""
+    knobs: tuple[str, ...] = ()
+    """The `ladder.tune` knobs this rung can tune on dev (ladder/tuning.py), in tie-break order."""
     describe: Callable[[Task], str] | None = None
     """The title with the task's settings, e.g. "Few-shot (k=5, nearest)"; default: `label`."""
     unavailable: Callable[[Task], str | None] | None = None

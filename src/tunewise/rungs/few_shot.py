@@ -54,4 +54,5 @@ def describe(task: Task) -> str:
     return f"Few-shot (k={task.ladder.few_shot.k}, {task.ladder.few_shot.selection})"
 
 
-RUNG = Rung("few_shot", "Few-shot", prepare, approaches=("few_shot",), shots=True, describe=describe)
+RUNG = Rung("few_shot", "Few-shot", prepare, approaches=("few_shot",), shots=True, describe=describe,
+            knobs=("few_shot_k", "few_shot_selection"))

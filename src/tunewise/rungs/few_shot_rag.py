@@ -31,4 +31,5 @@ def describe(task: Task) -> str:
     return f"Few-shot (k={task.ladder.few_shot.k}) + RAG (k={task.ladder.rag.k})"
 
 
-RUNG = Rung("few_shot_rag", "Few-shot + RAG", prepare, approaches=("rag",), shots=True, retrieved=True, describe=describe)
+RUNG = Rung("few_shot_rag", "Few-shot + RAG", prepare, approaches=("rag",), shots=True, retrieved=True, describe=describe,
+            knobs=("rag_k", "few_shot_k", "few_shot_selection"))

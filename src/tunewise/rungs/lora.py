@@ -21,4 +21,5 @@ def describe(task: Task) -> str:
     return "LoRA fine-tune" if task.train.method == "lora" else f"{task.train.method.upper()} fine-tune"
 
 
-RUNG = Rung("lora", "LoRA fine-tune", prepare, approaches=("lora", "full_sft"), trains=True, describe=describe)
+RUNG = Rung("lora", "LoRA fine-tune", prepare, approaches=("lora", "full_sft"), trains=True, describe=describe,
+            knobs=("epochs", "learning_rate"))

@@ -18,4 +18,4 @@ def describe(task: Task) -> str:
     return f"RAG (k={task.ladder.rag.k}, {task.ladder.rag.mode})"
 
 
-RUNG = Rung("rag", "RAG", prepare, approaches=("rag",), retrieved=True, describe=describe)
+RUNG = Rung("rag", "RAG", prepare, approaches=("rag",), retrieved=True, describe=describe, knobs=("rag_k",))
