@@ -11,6 +11,8 @@ from click.testing import CliRunner
 
 from conftest import EXAMPLES
 from tunewise.cli import cli
+from tunewise.data.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD
+from tunewise.rungs import RUNGS
 from tunewise.cost import (
     Workload,
     amortised_monthly_cost,
@@ -197,7 +199,7 @@ def test_unpriced_training_costs_nothing_and_says_so():
     assert training_priced(Pricing()) and training_priced(Pricing(training_per_1m=None, gpu_hourly=1.0))
     # ... but an estimate, whose point is where fine-tuning pays off, asks for a price.
     with pytest.raises(TunewiseError, match="no training price: set training_per_1m"):
-        estimate(Workload(pricing=unpriced))
+        estimate(Workload(pricing=unpriced), RUNGS.values())
 
 
 def test_amortised_monthly_cost_is_the_cost_curve():
@@ -253,7 +255,7 @@ def hand_workload(**changes) -> Workload:
 
 
 def test_estimate_figures_match_hand_arithmetic():
-    est = estimate(hand_workload())
+    est = estimate(hand_workload(), RUNGS.values())
     assert [a.name for a in est.approaches] == ["zero_shot", "few_shot", "lora"]  # rag_k=0: no RAG rows
     zero, few, lora = (est.approach(n) for n in ("zero_shot", "few_shot", "lora"))
     # zero-shot prompt: 100 + 50 + 2 messages x 3 + 3 reply = 159 tokens
@@ -283,7 +285,7 @@ def test_estimate_figures_match_hand_arithmetic():
 
 
 def test_estimate_rag_rows_and_defaults():
-    est = estimate(hand_workload(rag_k=3, chunk_tokens=200, epochs=None, few_shot_k=0))
+    est = estimate(hand_workload(rag_k=3, chunk_tokens=200, epochs=None, few_shot_k=0), RUNGS.values())
     assert [a.name for a in est.approaches] == ["zero_shot", "rag", "lora", "lora_rag"]
     assert est.epochs == default_epochs(1000)
     rag, lora_rag = est.approach("rag"), est.approach("lora_rag")
@@ -299,7 +301,7 @@ def test_estimate_rag_rows_and_defaults():
 
 def test_workload_reports_every_problem_at_once():
     with pytest.raises(TunewiseError) as err:
-        estimate(hand_workload(input_tokens=-1, few_shot_k=-2, train_examples=0, horizon_months=0))
+        estimate(hand_workload(input_tokens=-1, few_shot_k=-2, train_examples=0, horizon_months=0), RUNGS.values())
     message = str(err.value)
     assert "4 problem(s)" in message
     for expected in ("input_tokens", "-1", "few_shot_k", "-2", "train_examples", "horizon_months"):
@@ -446,7 +448,7 @@ def test_cli_json_matches_core():
     result = invoke(*FLAGS, "--params", "7B", "--seq-len", "512", "--batch-size", "1", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    core = estimate(hand_workload())
+    core = estimate(hand_workload(), RUNGS.values())
     assert [a["monthly_cost"] for a in data["approaches"]] == pytest.approx([a.monthly_cost for a in core.approaches])
     assert data["break_even"][1]["calls_per_month"] == pytest.approx(8820.51, rel=1e-5)
     full = data["memory"]["methods"]["full"]
@@ -500,3 +502,19 @@ def test_cli_measures_a_task_file():
     assert data["memory"]["params"] == 135_000_000  # the embedded model
     overridden = json.loads(invoke(str(task_file), "--calls-per-month", "5", "--json").output)
     assert overridden["inputs"]["calls_per_month"] == 5
+
+
+def test_estimate_prices_any_rung_from_the_cost_profile_it_declares():
+    """A rung the cost model has never heard of is priced from its declaration alone."""
+    from tunewise.rungs.base import Rung
+
+    toy = Rung("toy", "Toy", prepare=lambda ctx: None, shots=True, retrieved=True, trains=True)
+    plain = Rung("plain", "Plain", prepare=lambda ctx: None)
+    w = hand_workload(rag_k=2, chunk_tokens=100)
+    est = estimate(w, [plain, toy])
+    overhead = {"tokens_per_message": MESSAGE_OVERHEAD, "reply_tokens": REPLY_OVERHEAD}
+    expected = approach_prompt_tokens(w.system_tokens, w.input_tokens, w.few_shot_k, w.resolved_example_tokens, 2, 100, **overhead)
+    row = est.approach("toy")
+    assert row.prompt_tokens == pytest.approx(expected) and row.title == f"Toy (k={w.few_shot_k}, RAG k=2)"
+    assert row.upfront_cost == pytest.approx(training_cost(w.train_tokens_per_epoch, w.resolved_epochs, w.pricing)) and row.upfront_cost > 0
+    assert est.approach("plain").upfront_cost == 0 and [(b.cheaper_upfront, b.cheaper_per_call) for b in est.break_even] == [("plain", "toy")]

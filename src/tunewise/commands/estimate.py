@@ -233,7 +233,9 @@ def command(task_file: str | None, as_json: bool, **flags: Any) -> None:
     workload = measure_task(task) if task else Workload()
     overrides = {field: flags[flag] for flag, field in WORKLOAD_FLAGS.items() if flags[flag] is not None}
     workload = replace(workload, **overrides, pricing=_pricing(workload.pricing, flags))
-    est = estimate(workload)
+    from tunewise.rungs import RUNGS
+
+    est = estimate(workload, RUNGS.values())
 
     params = flags["params"] or (params_from_model_name(task.model) if task else None)
     if params is None:

@@ -504,41 +504,38 @@ def _sig(value: float) -> str:
     return f"{value:,.2f}" if value >= 1 else f"{value:.3g}"
 
 
-def estimate(workload: Workload) -> Estimate:
-    """Every approach's cost for one workload, and the break-even volumes against fine-tuning.
+def estimate(workload: Workload, rungs: Iterable[Any]) -> Estimate:
+    """Every rung's cost for one workload, and the break-even volumes against fine-tuning.
 
-    Approaches (named like the ladder rungs): zero_shot, few_shot (if few_shot_k > 0), rag
-    (if rag_k > 0), lora, lora_rag (if rag_k > 0). lora_rag serves the same adapter as lora, so
-    both carry the same one-off training cost. Break-even is computed for every prompted approach
-    against lora, and for rag against lora_rag.
+    `rungs` are the rung registry's entries (pass tunewise.rungs.RUNGS.values()): each
+    declares its cost profile, what a request carries beside the user's turn (`shots`, `retrieved`)
+    and whether it trains once up front (`trains`), and this prices it. Left out: rungs that show
+    examples when few_shot_k is 0 or retrieve when rag_k is 0, and the opt-in variants (a constrained
+    rung costs what its plain rung costs). Every training rung carries the one-off training cost.
+    Break-even is computed for each prompted rung against each training rung that retrieves no more
+    than it does (a prompted RAG rung against LoRA and against LoRA + RAG, the others against LoRA).
     """
     workload.validate()
     w = workload
     epochs = w.resolved_epochs
     upfront = training_cost(w.train_tokens_per_epoch, epochs, w.pricing)
     overhead = {"tokens_per_message": MESSAGE_OVERHEAD, "reply_tokens": REPLY_OVERHEAD}
-    plain = approach_prompt_tokens(w.system_tokens, w.input_tokens, **overhead)
-
-    rows = [approach_costs("zero_shot", "Zero-shot", plain, w, False, 0.0)]
-    if w.few_shot_k:
-        shots = approach_prompt_tokens(
-            w.system_tokens, w.input_tokens, w.few_shot_k, w.resolved_example_tokens, **overhead
+    rows, retrieves = [], {}
+    for rung in rungs:
+        if rung.opt_in or (rung.shots and not w.few_shot_k) or (rung.retrieved and not w.rag_k):
+            continue
+        k = w.few_shot_k if rung.shots else 0
+        r = w.rag_k if rung.retrieved else 0
+        prompt = approach_prompt_tokens(
+            w.system_tokens, w.input_tokens, k, w.resolved_example_tokens if k else 0, r, w.chunk_tokens if r else 0, **overhead
         )
-        rows.append(approach_costs("few_shot", f"Few-shot (k={w.few_shot_k})", shots, w, False, 0.0))
-    if w.rag_k:
-        retrieved = approach_prompt_tokens(
-            w.system_tokens, w.input_tokens, retrieved_k=w.rag_k, chunk_tokens=w.chunk_tokens, **overhead
-        )
-        rows.append(approach_costs("rag", f"RAG (k={w.rag_k})", retrieved, w, False, 0.0))
-    rows.append(approach_costs("lora", "LoRA fine-tune", plain, w, True, upfront))
-    if w.rag_k:
-        rows.append(approach_costs("lora_rag", f"LoRA + RAG (k={w.rag_k})", retrieved, w, True, upfront))
+        settings = ", ".join([f"k={k}"] * bool(k) + [f"RAG k={r}" if k else f"k={r}"] * bool(r))
+        title = f"{rung.label} ({settings})" if settings else rung.label
+        rows.append(approach_costs(rung.name, title, prompt, w, rung.trains, upfront if rung.trains else 0.0))
+        retrieves[rung.name] = rung.retrieved
 
-    by_name = {r.name: r for r in rows}
-    pairs = [(r.name, "lora") for r in rows if not r.finetuned]
-    if w.rag_k:
-        pairs.append(("rag", "lora_rag"))
-    points = [break_even(by_name[a], by_name[b], w.horizon_months) for a, b in pairs]
+    pairs = [(a, b) for a in rows if not a.finetuned for b in rows if b.finetuned and (retrieves[a.name] or not retrieves[b.name])]
+    points = [break_even(a, b, w.horizon_months) for a, b in pairs]
     return Estimate(w, epochs, w.train_tokens_per_epoch, rows, points)
 
 

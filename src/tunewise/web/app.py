@@ -295,7 +295,9 @@ def estimate_for(state: WebState, task: Any) -> Any:
             chunk_texts = [f"{c.title}: {c.text}" if c.title else c.text for c in chunks]
         state.splits[key] = (*load_splits(task), chunk_texts)
     train, evals, chunk_texts = state.splits[key]
-    return estimate(workload_from_examples(task, train, evals, chunk_texts))
+    from tunewise.rungs import RUNGS
+
+    return estimate(workload_from_examples(task, train, evals, chunk_texts), RUNGS.values())
 
 
 def advice_view(state: WebState, draft: Any) -> dict[str, Any]:
