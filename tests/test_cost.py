@@ -510,11 +510,13 @@ def test_estimate_prices_any_rung_from_the_cost_profile_it_declares():
 
     toy = Rung("toy", "Toy", prepare=lambda ctx: None, shots=True, retrieved=True, trains=True)
     plain = Rung("plain", "Plain", prepare=lambda ctx: None)
+    looks_up = Rung("looks_up", "Looks up", prepare=lambda ctx: None, retrieved=True)
     w = hand_workload(rag_k=2, chunk_tokens=100)
-    est = estimate(w, [plain, toy])
+    est = estimate(w, [plain, looks_up, toy])
     overhead = {"tokens_per_message": MESSAGE_OVERHEAD, "reply_tokens": REPLY_OVERHEAD}
     expected = approach_prompt_tokens(w.system_tokens, w.input_tokens, w.few_shot_k, w.resolved_example_tokens, 2, 100, **overhead)
     row = est.approach("toy")
     assert row.prompt_tokens == pytest.approx(expected) and row.title == f"Toy (k={w.few_shot_k}, RAG k=2)"
     assert row.upfront_cost == pytest.approx(training_cost(w.train_tokens_per_epoch, w.resolved_epochs, w.pricing)) and row.upfront_cost > 0
-    assert est.approach("plain").upfront_cost == 0 and [(b.cheaper_upfront, b.cheaper_per_call) for b in est.break_even] == [("plain", "toy")]
+    # Break-even against a fine-tune that retrieves only for prompted rungs that retrieve too.
+    assert est.approach("plain").upfront_cost == 0 and [(b.cheaper_upfront, b.cheaper_per_call) for b in est.break_even] == [("looks_up", "toy")]
