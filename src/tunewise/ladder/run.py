@@ -328,16 +328,16 @@ def rung_costs(
 ) -> dict[str, float]:
     """A candidate's costs at its own model's prices (`task` is that model's view, Task.for_model);
     `tokens_per_s`: the throughput measured for it, used where its prices say `measured`."""
-    from tunewise.cost.model import request_cost
+    from tunewise.cost.model import horizon_cost, monthly_cost, request_cost
 
     b = task.business
     per_call = request_cost(prompt_tokens, output_tokens, b.pricing.with_throughput(tokens_per_s), finetuned=finetuned)
-    monthly = per_call * b.calls_per_month
+    monthly = monthly_cost(per_call, b.calls_per_month)
     return {
         "cost_per_1k": per_call * 1000,
         "monthly_cost": monthly,
         "upfront_cost": upfront,
-        "horizon_cost": upfront + b.horizon_months * monthly,
+        "horizon_cost": horizon_cost(upfront, monthly, b.horizon_months),
     }
 
 
@@ -363,10 +363,7 @@ def estimated_horizon_cost(name: str, state: RunState, done: dict[str, RungResul
     upfront = 0.0
     if rung.trains:
         train_tokens = sum(model.count_tokens(ex.input_text) + model.count_tokens(ex.answer) for ex in ctx.train)
-        try:
-            upfront = training_cost(train_tokens, 1, task.business.pricing)
-        except TunewiseError:  # no training price: a lower bound of 0
-            upfront = 0.0
+        upfront = training_cost(train_tokens, 1, task.business.pricing)  # 0 when training is unpriced
     return rung_costs(task, prompt, output, rung.trains, upfront)["horizon_cost"]
 
 
