@@ -193,7 +193,9 @@ def test_custom_metric_file_must_exist_and_is_not_imported_at_load(tmp_path):
 def test_bundled_examples_still_load():
     from conftest import EXAMPLES
 
-    for path in sorted(EXAMPLES.glob("*/task.yaml")):
+    paths = sorted(EXAMPLES.glob("*/*.yaml"))
+    assert len(paths) >= 4
+    for path in paths:
         load_task(path)
 
 
