@@ -161,24 +161,12 @@ def look_at(path: str | Path, format: str = "auto") -> DataLook:
     return DataLook(path, fmt, examples, problems, answers, system)
 
 
-RUNG_NOTES = {
-    "zero_shot": "the prompt alone: the baseline every other rung must beat",
-    "few_shot": "k training examples shown in the prompt",
-    "rag": "retrieve corpus chunks into the prompt",
-    "few_shot_rag": "examples and retrieved chunks together",
-    "lora": "a LoRA adapter trained on the train split",
-    "lora_rag": "the adapter, with retrieved chunks",
-    "zero_shot_constrained": "the prompt alone, answers restricted to the labels or JSON schema",
-    "few_shot_constrained": "few-shot, answers restricted to the labels or JSON schema",
-}
-
-
 def applicable_rungs(has_corpus: bool) -> list[str]:
     """Every rung that can run on this data: the RAG rungs need a corpus. The constrained variants
     are opt-in, as with `tunewise run --all` (add them to `ladder.rungs` by name)."""
     from tunewise.rungs import RUNGS
 
-    return [name for name, rung in RUNGS.items() if not rung.constrained and (has_corpus or not rung.needs_corpus)]
+    return [name for name, rung in RUNGS.items() if not rung.opt_in and (has_corpus or not rung.needs_corpus)]
 
 
 @dataclass
@@ -409,7 +397,9 @@ def render_task_yaml(draft: TaskDraft, out: Path) -> str:
         "",
         "ladder:",
     ]
-    skipped = [r for r in ("rag", "few_shot_rag", "lora_rag") if r not in draft.rungs and draft.corpus is None]
+    from tunewise.rungs import RUNGS
+
+    skipped = [n for n, r in RUNGS.items() if r.needs_corpus and not r.opt_in and n not in draft.rungs and draft.corpus is None]
     rung_why = "cheapest first; " + ("every rung that applies" if not skipped else f"no corpus, so not {', '.join(skipped)}")
     lines += [
         _line("rungs", "[" + ", ".join(draft.rungs) + "]", rung_why, 2),

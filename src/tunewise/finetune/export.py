@@ -195,7 +195,7 @@ class Deployment:
 
     def request_messages(self, user: str = USER_PLACEHOLDER) -> Messages:
         """What a client sends an engine that keeps no prompt: system, fixed shots, the question."""
-        from tunewise.ladder.rungs import with_system
+        from tunewise.rungs.base import with_system
 
         return with_system(self.system, [*self.shots, {"role": "user", "content": user}])
 
@@ -245,10 +245,11 @@ def load_deployment(ref: Path, rung: str | None = None) -> Deployment:
         )
 
     from tunewise.ladder.run import open_run
-    from tunewise.ladder.rungs import get_rung, rung_title, shot_selector
+    from tunewise.rungs import get_rung
+    from tunewise.rungs.few_shot import shot_selector
 
     task, ctx, results = open_run(ref)
-    name = rung or (results.decision.rung if results.decision else None)
+    name = task.candidate(rung) if rung else (results.decision.rung if results.decision else None)
     done = [r.name for r in results.rungs if r.status == "done"]
     if name is None:
         raise TunewiseError(f"{ref}: the run chose no rung (none met its target); name one with --rung ({', '.join(done) or 'none measured'})")
@@ -257,21 +258,21 @@ def load_deployment(ref: Path, rung: str | None = None) -> Deployment:
         raise TunewiseError(f"{ref}: rung {name!r} was not measured in this run (measured: {', '.join(done) or 'none'}); export a measured rung with --rung")
     from tunewise.ladder.tuning import context_for
 
-    ctx = context_for(ctx, results.rung(name))  # knobs chosen on dev (ladder.tune), as the ladder scored it
+    ctx = context_for(ctx.for_candidate(name), results.rung(name))  # its model; knobs chosen on dev (ladder.tune)
     task = ctx.task
     dep = Deployment(
-        task=task.name, rung=name, title=rung_title(name, task), model_spec=task.model, system=ctx.system_prompt,
+        task=task.name, rung=name, title=get_rung(name).title(task), model_spec=task.model, system=ctx.system_prompt,
         max_new_tokens=task.ladder.max_new_tokens, run_dir=ref,
     )
     if spec.trains:
-        dep.finetune = tuned_adapter(ref, results.rung(name)) or find_adapter(ref)
+        folder = spec.adapter_dir(ctx)  # where this rung on this model keeps its adapter
+        dep.finetune = tuned_adapter(ref, results.rung(name)) or find_adapter(folder if folder.is_dir() else ref)
         dep.method, dep.lora_r = task.train.method, task.train.lora.r
-    base = name.removesuffix("_constrained")  # a constrained rung prompts as its plain rung does
     if spec.constrained:
         from tunewise.models.constraints import constraint_kind
 
         dep.constraint = constraint_kind(task)
-    if base in ("few_shot", "few_shot_rag"):
+    if spec.shots:
         if task.ladder.few_shot.selection == "fixed":
             dep.shots = shot_selector(ctx)("")  # the ladder's own fixed sample (seeded)
         else:

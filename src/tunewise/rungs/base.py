@@ -112,6 +112,9 @@ class Rung:
     """Only climbed when named in `ladder.rungs` or `--rungs`, not by `--all`."""
     knobs: tuple[str, ...] = ()
     """The `ladder.tune` knobs this rung can tune on dev (ladder/tuning.py), in tie-break order."""
+    adapter_folder: Callable[[LadderContext], Path] | None = None
+    """A training rung that keeps its adapter apart from the shared one (RAFT, distillation): where;
+    default `ctx.train_dir`, shared by the rungs that train on the plain train split."""
     describe: Callable[[Task], str] | None = None
     """The title with the task's settings, e.g. "Few-shot (k=5, nearest)"; default: `label`."""
     unavailable: Callable[[Task], str | None] | None = None
@@ -131,6 +134,10 @@ class Rung:
 
     def title(self, task: Task) -> str:
         return self.describe(task) if self.describe else self.label
+
+    def adapter_dir(self, ctx: LadderContext) -> Path:
+        """The folder this rung's adapters are trained into, for this context's model (export reads it)."""
+        return self.adapter_folder(ctx) if self.adapter_folder else ctx.train_dir
 
     def why_not(self, task: Task, has_corpus: bool) -> str | None:
         """Why the rung is skipped on this task, or None when it can run."""
