@@ -262,6 +262,10 @@ class RaftSpec(Strict):
         None, ge=16, description="tokens a RAFT example is cut to (train.max_length for the bare-question adapter); default "
         "train.max_length plus 2 tokens a word of the documents (ladder.rag.k x ladder.rag.chunk_words)"
     )
+    batch_size: int | None = Field(
+        None, ge=1, description="the RAFT adapter's batch size; default train.batch_size. Training memory grows with "
+        "batch x length and a RAFT prompt is about 10x a bare question: lower it when training runs out of memory"
+    )
 
 
 class TrainSpec(Strict):
@@ -326,9 +330,17 @@ class TuneSpec(Strict):
         return sorted(v) if info.field_name != "few_shot_selection" else v
 
 
+def default_rungs() -> list[str]:
+    """Every rung of the registry that is not opt-in, cheapest first (today: zero_shot, few_shot, rag,
+    few_shot_rag, lora, lora_rag)."""
+    from tunewise.rungs import RUNGS  # imports this module: only when a task is built
+
+    return [name for name, rung in RUNGS.items() if not rung.opt_in]
+
+
 class LadderSpec(Strict):
     rungs: list[str] = Field(
-        default_factory=lambda: ["zero_shot", "few_shot", "rag", "few_shot_rag", "lora", "lora_rag"],
+        default_factory=default_rungs,
         description="rungs to climb, cheapest first; rungs that need a corpus are skipped without one",
     )
 
