@@ -19,13 +19,14 @@ from tunewise.rungs.few_shot_constrained import RUNG as FEW_SHOT_CONSTRAINED
 from tunewise.rungs.few_shot_rag import RUNG as FEW_SHOT_RAG
 from tunewise.rungs.lora import RUNG as LORA
 from tunewise.rungs.lora_rag import RUNG as LORA_RAG
+from tunewise.rungs.quantized import RUNGS as QUANTIZED
 from tunewise.rungs.rag import RUNG as RAG
 from tunewise.rungs.zero_shot import RUNG as ZERO_SHOT
 from tunewise.rungs.zero_shot_constrained import RUNG as ZERO_SHOT_CONSTRAINED
 
 RUNGS: dict[str, Rung] = {
     r.name: r
-    for r in (ZERO_SHOT, FEW_SHOT, ZERO_SHOT_CONSTRAINED, FEW_SHOT_CONSTRAINED, RAG, FEW_SHOT_RAG, LORA, LORA_RAG, DISTILL)
+    for r in (ZERO_SHOT, FEW_SHOT, ZERO_SHOT_CONSTRAINED, FEW_SHOT_CONSTRAINED, RAG, FEW_SHOT_RAG, LORA, LORA_RAG, DISTILL, *QUANTIZED)
 }
 """Every rung, cheapest first: the order `--all` climbs them in."""
 
