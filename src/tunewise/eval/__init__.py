@@ -3,6 +3,7 @@
 Plain Python and numpy: the decision core imports this without torch.
 """
 
+from tunewise.eval import judge as _judge  # noqa: F401  registers METRICS["judge"] (it builds on Metric)
 from tunewise.eval.metrics import METRICS, Metric, MetricError, get_metric, secondary_metrics
 from tunewise.eval.stats import (
     Comparison,

@@ -394,7 +394,11 @@ METRICS: dict[str, Callable[..., Metric]] = {
     "json_fields": _builder("json_fields", json_fields_score, False, "F1 over the gold JSON's (key, value) pairs."),
     "json_schema": json_schema_metric,
 }
-"""Every built-in metric, by name: a function that builds it (json_schema takes `schema=`)."""
+"""Every built-in metric, by name: a function that builds it (json_schema takes `schema=`).
+
+`judge` (a model as the judge; takes `judge=`, `mode=`, `rubric=` and more) registers itself here from
+tunewise.eval.judge, which `tunewise.eval` imports: that module builds on `Metric`, so this one does
+not import it back."""
 
 SECONDARY: dict[str, list[str]] = {
     "accuracy": ["macro_f1"],
