@@ -83,6 +83,7 @@ class RunState:
     per_example: dict[str, list[float]] = field(default_factory=dict)
     predictions: dict[str, list[str]] = field(default_factory=dict)
     has_corpus: bool = False
+    metric_warnings: dict[str, list[str]] = field(default_factory=dict)  # rung -> what its metric warns (a judge)
 
 
 # -- identity and resume ----------------------------------------------------------------------
@@ -549,6 +550,8 @@ def run_rung(
     if isinstance(training, dict):
         training = TrainingSummary.model_validate(training)
     facts = rung.facts(ctx, prepared, rows) if rung.facts else {}
+    judged, state.metric_warnings[name] = metric_facts(state.metric, predictions, examples)
+    facts = {**facts, **judged}
     return RungResult(
         name=name,
         title=title,
@@ -623,8 +626,41 @@ def task_metric(task: Task, name: str | None = None) -> Any:
     from tunewise.eval.metrics import get_metric
 
     name = name or task.metric
-    options = task.metric_options if name == task.metric else {}
+    options = dict(task.metric_options) if name == task.metric else {}
+    if name == "judge":
+        options = judge_options(task, options)
     return get_metric(name, base_dir=task.path.parent if task.path else None, **options)
+
+
+def judge_options(task: Task, options: dict[str, Any]) -> dict[str, Any]:
+    """The judge metric's options with a `models:` name resolved: `judge: large` is that entry's spec,
+    endpoint and prices (docs/metrics.md, "judge"). A relative cache_dir is relative to the task file."""
+    judge = options.get("judge")
+    if isinstance(judge, str) and task.models and judge in task.models:
+        entry = task.model_entry(judge)
+        options["judge"] = entry.model
+        options.setdefault("judge_id", judge)
+        for key in ("base_url", "api_key_env"):
+            if getattr(entry.options, key) is not None:
+                options.setdefault(key, getattr(entry.options, key))
+        pricing = entry.pricing or task.business.pricing
+        if not pricing.self_hosted:
+            options.setdefault("input_per_1m", pricing.input_per_1m)
+            options.setdefault("output_per_1m", pricing.output_per_1m)
+    cache = options.get("cache_dir")
+    if cache is not None and task.path is not None and not Path(cache).is_absolute():
+        options["cache_dir"] = str(task.path.parent / cache)
+    return options
+
+
+def metric_facts(metric: Any, predictions: list[str], examples: list[Example]) -> tuple[dict[str, Fact], list[str]]:
+    """What a metric says about its own scores on one rung (a judge: its consistency, unparsable
+    replies, tokens and agreement with chrF), as facts, and its warnings."""
+    report = metric.judge_report(predictions, examples) if callable(getattr(metric, "judge_report", None)) else None
+    if report is None:
+        return {}, []
+    fact = Fact(value=report.consistency if report.consistency is not None else report.mean, text=report.summary())
+    return {"judge": fact}, report.warnings()
 
 
 def extra_metrics(task: Task) -> list[Any]:
@@ -900,7 +936,9 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
         if verdict is not None:
             apply_verdict(results.rungs, verdict)
         results.decision = decide(task, results.rungs, results.advice, verdict)
-        results.decision.warnings = score_warnings(state, results, extra)
+        results.decision.warnings = score_warnings(state, results, extra) + [
+            f"{r.title}: {w}" for r in results.rungs for w in state.metric_warnings.get(r.name, [])
+        ]
         results.decision.looks = looks
         results.break_even = break_evens(task, results.rungs)
         results.disagreements = disagreements(state, results.rungs)
@@ -1116,6 +1154,8 @@ def _restore(state: RunState, name: str, cached: Path, log: Callable[[str], None
             return None
         state.predictions[name] = [r["prediction"] for r in rows]
         state.per_example[name] = [r["score"] for r in rows]
+        # What the metric warns about these answers (a judge: read back from its cache, no new calls).
+        state.metric_warnings[name] = metric_facts(state.metric, state.predictions[name], state.ctx.eval[: len(rows)])[1]
     log(f"{result.title}: finished earlier, read from {where}")
     return result
 
