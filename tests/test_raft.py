@@ -162,10 +162,14 @@ def test_raft_settings_are_validated_and_the_default_length_makes_room_for_the_d
     assert raft_max_length(parse_task(base)) == 100 + 2 * 4 * 50
     assert raft_max_length(parse_task({**base, "train": {"max_length": 100, "raft": {"distractors": 1}}})) == 100 + 2 * 2 * 50
     assert raft_max_length(parse_task({**base, "train": {"raft": {"max_length": 300}}})) == 300
+    from tunewise.finetune.raft import raft_task
+
+    assert raft_task(parse_task(base)).train.batch_size == parse_task(base).train.batch_size == 8
+    assert raft_task(parse_task({**base, "train": {"raft": {"batch_size": 2}}})).train.batch_size == 2
     with pytest.raises(TaskError) as err:
-        parse_task({**base, "train": {"raft": {"oracle_share": 1.5, "distractors_from": "bm25", "max_examples": 0}}})
+        parse_task({**base, "train": {"raft": {"oracle_share": 1.5, "distractors_from": "bm25", "max_examples": 0, "batch_size": 0}}})
     message = str(err.value)
-    for field in ("train.raft.oracle_share", "train.raft.distractors_from", "train.raft.max_examples"):
+    for field in ("train.raft.oracle_share", "train.raft.distractors_from", "train.raft.max_examples", "train.raft.batch_size"):
         assert field in message
 
 
@@ -241,7 +245,7 @@ def test_lora_rag_trains_on_raft_prompts_in_its_own_folder_and_resumes(tmp_path,
     from tunewise.ladder.run import RunOptions, run_ladder
     from tunewise.rungs import lora_rag as rung_module
 
-    task = animal_task(tmp_path, tiny_dir, ["lora", "lora_rag"])
+    task = animal_task(tmp_path, tiny_dir, ["lora", "lora_rag"], batch_size=4)
     train, evals = load_splits(task)
     spy = LadderSpy(task)
     seen_at_training: list[list[str]] = []
@@ -273,7 +277,7 @@ def test_lora_rag_trains_on_raft_prompts_in_its_own_folder_and_resumes(tmp_path,
     expected = raft_training(ctx)
     config = json.loads((raft.parent / "train_config.json").read_text())
     assert config["data_sha256"] == ft._examples_digest(expected.examples)
-    assert config["train"]["max_length"] == 120
+    assert (config["train"]["max_length"], config["train"]["batch_size"]) == (120, 4)  # train.raft's, not train's
     assert lora_rag.training.train_examples + lora_rag.training.val_examples == len(train)  # none cut by the length
     assert all(ex.messages[-1]["content"].startswith("Documents:\n[1] ") for ex in expected.examples)
     assert json.loads((bare.parent / "train_config.json").read_text())["data_sha256"] == ft._examples_digest(train)

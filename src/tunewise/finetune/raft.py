@@ -61,7 +61,7 @@ class RaftStats:
 @dataclass
 class RaftSet:
     """Everything the lora_rag rung (and its learning curve) trains on: the prompts, the task as it
-    trains them (train.max_length set to the RAFT length), and the adapter's folder."""
+    trains them (`raft_task`: the RAFT length and batch size), and the adapter's folder."""
 
     examples: list[Example]
     stats: RaftStats
@@ -210,8 +210,12 @@ def raft_max_length(task: Any) -> int:
 
 
 def raft_task(task: Any) -> Any:
-    """The task as the RAFT adapter trains: its train.max_length set to `raft_max_length`."""
-    train = task.train.model_copy(update={"max_length": raft_max_length(task)})
+    """The task as the RAFT adapter trains: its train.max_length set to `raft_max_length`, its
+    train.batch_size to train.raft.batch_size when set."""
+    update: dict[str, Any] = {"max_length": raft_max_length(task)}
+    if task.train.raft.batch_size is not None:
+        update["batch_size"] = task.train.raft.batch_size
+    train = task.train.model_copy(update=update)
     return task.model_copy(update={"train": train})
 
 
@@ -246,5 +250,5 @@ def raft_training(ctx: Any) -> RaftSet:
 
 
 def raft_context(ctx: Any, raft: RaftSet) -> Any:
-    """The context `finetune.rung.train_adapter` trains the RAFT adapter in (its task's max_length)."""
+    """The context `finetune.rung.train_adapter` trains the RAFT adapter in (`raft_task`'s settings)."""
     return replace(ctx, task=raft.task)
