@@ -228,6 +228,26 @@ def test_batch_throughput_counts_each_batch_once():
     assert batch_throughput([]) is None
 
 
+@pytest.mark.parametrize(
+    "mine, theirs, words",
+    [
+        ([0] * 20 + [1] * 20, [1] * 40, "-0.500 ["),  # 20 answers lost, none gained
+        ([0] * 20 + [1] * 20, [1] * 40, "(significantly worse at alpha 0.05;"),
+        ([0] + [1] * 39, [1] * 40, "(worse, not significant at alpha 0.05;"),
+        ([1] * 40, [0] + [1] * 39, "(better, not significant at alpha 0.05;"),
+        ([1] * 40, [1] * 40, "(no change;"),
+    ],
+)
+def test_the_quality_change_is_a_paired_test_in_words(tmp_path, mine, theirs, words):
+    from tunewise.rungs.quantized import quality_change
+
+    task = make_task(tmp_path, "embedded", ["zero_shot"])
+    ctx = types.SimpleNamespace(task=task, seed=0, eval=[])
+    change = quality_change(ctx, [{"score": s} for s in mine], [{"score": s} for s in theirs], "zero_shot")
+    assert words in change["text"] and "mcnemar" in change["text"] and "40 examples" in change["text"]
+    assert change["value"] == pytest.approx((sum(mine) - sum(theirs)) / 40)
+
+
 # -- the ladder, the report and serve ---------------------------------------------------------------
 
 

@@ -174,7 +174,12 @@ def quality_change(ctx: LadderContext, mine: list[dict[str, Any]], theirs: list[
     else:
         c = compare([r["score"] for r in mine], [r["score"] for r in theirs], bool(metric.binary), seed=ctx.seed)
     worse = c.diff < 0 if metric.higher_is_better else c.diff > 0
-    word = "no change" if c.diff == 0 else ("worse" if worse else "better")
+    if c.diff == 0:
+        word = "no change"
+    elif c.p_value < task.ladder.alpha:
+        word = f"significantly {'worse' if worse else 'better'} at alpha {task.ladder.alpha:g}"
+    else:
+        word = f"{'worse' if worse else 'better'}, not significant at alpha {task.ladder.alpha:g}"
     return {
         "value": round(c.diff, 4),
         "text": f"{task.metric} {c.diff:+.3f} [{c.diff_ci_low:+.3f}, {c.diff_ci_high:+.3f}] against {reference} unquantized "
