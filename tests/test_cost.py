@@ -520,3 +520,13 @@ def test_estimate_prices_any_rung_from_the_cost_profile_it_declares():
     assert row.upfront_cost == pytest.approx(training_cost(w.train_tokens_per_epoch, w.resolved_epochs, w.pricing)) and row.upfront_cost > 0
     # Break-even against a fine-tune that retrieves only for prompted rungs that retrieve too.
     assert est.approach("plain").upfront_cost == 0 and [(b.cheaper_upfront, b.cheaper_per_call) for b in est.break_even] == [("looks_up", "toy")]
+
+
+def test_a_measured_throughput_is_priced_only_once_measured():
+    measured = Pricing(input_per_1m=None, output_per_1m=None, gpu_hourly=2.4, gpu_inference_tokens_per_s="measured")
+    with pytest.raises(TunewiseError, match="`measured`: price with pricing.with_throughput"):
+        request_cost(1000, 100, measured)
+    at_rate = measured.with_throughput(1000.0)
+    assert request_cost(1000, 100, at_rate) == pytest.approx((0.2 * 1000 + 100) / 1000 / 3600 * 2.4)
+    # Before a run (estimate) nothing is measured: the default rate.
+    assert measured.with_throughput(None).gpu_inference_tokens_per_s == Pricing().gpu_inference_tokens_per_s

@@ -111,6 +111,9 @@ def request_cost(
     """
     _check(prompt_tokens=prompt_tokens, output_tokens=output_tokens, prefill_weight=prefill_weight)
     if pricing.self_hosted:
+        if pricing.measured_throughput:
+            raise TunewiseError("gpu_inference_tokens_per_s is `measured`: price with pricing.with_throughput(rate) "
+                                "once the rate is measured (a run measures it for each candidate)")
         gpu_seconds = (prefill_weight * prompt_tokens + output_tokens) / pricing.gpu_inference_tokens_per_s
         return gpu_seconds / SECONDS_PER_HOUR * pricing.gpu_hourly
     input_price, output_price = pricing.input_per_1m, pricing.output_per_1m
@@ -589,7 +592,7 @@ def workload_from_examples(
         epochs=task.train.epochs,
         calls_per_month=business.calls_per_month,
         horizon_months=business.horizon_months,
-        pricing=business.pricing,
+        pricing=business.pricing.with_throughput(None),  # before a run: a `measured` rate is the default one
     )
 
 
