@@ -58,6 +58,9 @@ def test_a_judge_named_in_models_scores_the_rungs_and_its_bias_is_reported(tmp_p
         assert fact.value == 0.0 and "position-consistent 0% of 6" in fact.text and "referee" in fact.text
         assert r.score.value == pytest.approx(0.5)  # every example inconsistent: a tie
     assert sum("gave the same verdict with the answers swapped on only 0%" in w for w in results.decision.warnings) == 2
+    # The verdict does not pass off a position-biased judge's ties as "equivalent, choose the cheapest".
+    assert results.decision.confident is False
+    assert results.decision.sentence.startswith("Not a verdict to act on: the metric's own check failed on 2 rung(s)")
     markdown = (tmp_path / "runs" / results.run_id / "report.md").read_text()
     assert "position-consistent 0% of 6" in markdown
 

@@ -653,6 +653,20 @@ def judge_options(task: Task, options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def distrust(decision: Decision, metric_warnings: dict[str, list[str]]) -> None:
+    """A verdict resting on scores the metric itself does not vouch for (a judge that follows the
+    position, or whose replies cannot be read) is not one to act on: never confident, and it says so
+    first. The scores and their intervals stay as measured."""
+    doubted = [name for name, found in metric_warnings.items() if found]
+    if not doubted:
+        return
+    decision.confident = False
+    decision.sentence = (
+        f"Not a verdict to act on: the metric's own check failed on {len(doubted)} rung(s) (see the warnings), "
+        f"so the scores below may not measure quality. As scored: {decision.sentence}"
+    )
+
+
 def metric_facts(metric: Any, predictions: list[str], examples: list[Example]) -> tuple[dict[str, Fact], list[str]]:
     """What a metric says about its own scores on one rung (a judge: its consistency, unparsable
     replies, tokens and agreement with chrF), as facts, and its warnings."""
@@ -939,6 +953,7 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
         results.decision.warnings = score_warnings(state, results, extra) + [
             f"{r.title}: {w}" for r in results.rungs for w in state.metric_warnings.get(r.name, [])
         ]
+        distrust(results.decision, state.metric_warnings)
         results.decision.looks = looks
         results.break_even = break_evens(task, results.rungs)
         results.disagreements = disagreements(state, results.rungs)
