@@ -22,7 +22,7 @@ from tunewise.errors import TunewiseError  # noqa: E402
 from tunewise.finetune.train import upfront_training_cost  # noqa: E402
 from tunewise.ladder.run import RunOptions, run_ladder  # noqa: E402
 from tunewise.models.base import FakeModel  # noqa: E402
-from tunewise.rungs import RUNGS  # noqa: E402
+from tunewise.rungs import RUNGS, get_rung  # noqa: E402
 from tunewise.rungs import distill  # noqa: E402
 from tunewise.rungs.base import LadderContext  # noqa: E402
 from tunewise.task import TaskError, load_task, parse_task  # noqa: E402
@@ -210,7 +210,7 @@ def student(tiny_dir, tmp_path_factory):
     task = make_task(tiny_dir, tmp, keep_disagreeing=False)
     teacher = FakeModel(respond=teacher_says, name="teacher")
     ctx = context(task, tmp / "run", teacher)
-    return ctx, distill.prepare(ctx), teacher
+    return ctx, RUNGS["distill"].prepare(ctx), teacher
 
 
 def test_a_teacher_that_shows_training_examples_never_sees_the_inputs_own(student):
@@ -243,7 +243,7 @@ def test_the_student_learns_the_kept_answers_and_pays_for_the_labelling(student)
 def test_a_rerun_asks_the_teacher_nothing_and_reuses_the_student(student):
     ctx, prepared, _ = student
     silent = FakeModel(name="teacher")  # any call fails: it has no answer queued
-    again = distill.prepare(context(ctx.task, ctx.run_dir, silent))
+    again = RUNGS["distill"].prepare(context(ctx.task, ctx.run_dir, silent))
     assert silent.calls == [] and again.adapter_path == prepared.adapter_path
     assert again.details["distill"] == prepared.details["distill"]
 
@@ -259,7 +259,7 @@ def test_a_torn_last_line_is_asked_again_and_nothing_else(student, tmp_path):
     cache.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # a crash mid-write
     teacher = FakeModel(respond=teacher_says, name="teacher")
     todo, _ = distill.lessons(context(ctx.task, run, teacher), teacher_shows_examples=True)
-    answers = distill.teacher_answers(context(ctx.task, run, teacher), "few_shot", todo)
+    answers = distill.teacher_answers(context(ctx.task, run, teacher), "few_shot", get_rung("few_shot"), todo)
     assert len(teacher.calls) == 1 and len(answers) == 24
     assert len(cache.read_text().splitlines()) == 24 and all(json.loads(line) for line in cache.read_text().splitlines())
 
@@ -267,7 +267,7 @@ def test_a_torn_last_line_is_asked_again_and_nothing_else(student, tmp_path):
 def test_facts_agreement_tokens_saved_and_labelling(student):
     ctx, prepared, _ = student
     rows_ = [{"index": i, "prediction": p, "prompt_tokens": 10} for i, p in enumerate(["moo", "woof", "moo"])]
-    alone = distill.RUNG.facts(ctx, prepared, rows_)
+    alone = RUNGS["distill"].facts(ctx, prepared, rows_)
     assert alone["agreement"]["value"] is None and "was not scored on eval in this run" in alone["agreement"]["text"]
     assert "on training inputs" in alone["prompt_tokens_saved"]["text"]
     # The teacher scored on eval in the same run: its answers, matched by index and input.
@@ -275,7 +275,7 @@ def test_facts_agreement_tokens_saved_and_labelling(student):
     teacher_rows = [{"index": i, "prediction": p, "prompt_tokens": 40, "input": ctx.eval[i].input_text}
                     for i, p in enumerate(["Answer: moo", "meow", "moo"])]
     write_jsonl(ctx.run_dir / "predictions" / "few_shot.jsonl", teacher_rows)
-    facts = distill.RUNG.facts(ctx, prepared, rows_)
+    facts = RUNGS["distill"].facts(ctx, prepared, rows_)
     assert facts["agreement"]["value"] == pytest.approx(2 / 3)
     assert facts["agreement"]["text"].startswith("agrees with its teacher on 67% of 3 eval answers")
     assert facts["prompt_tokens_saved"]["value"] == 30

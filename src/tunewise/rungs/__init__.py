@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tunewise.errors import TunewiseError
 from tunewise.rungs.base import Rung
-from tunewise.rungs.distill import RUNG as DISTILL
+from tunewise.rungs.distill import make_rung as make_distill
 from tunewise.rungs.few_shot import RUNG as FEW_SHOT
 from tunewise.rungs.few_shot_constrained import RUNG as FEW_SHOT_CONSTRAINED
 from tunewise.rungs.few_shot_rag import RUNG as FEW_SHOT_RAG
@@ -23,6 +23,9 @@ from tunewise.rungs.quantized import RUNGS as QUANTIZED
 from tunewise.rungs.rag import RUNG as RAG
 from tunewise.rungs.zero_shot import RUNG as ZERO_SHOT
 from tunewise.rungs.zero_shot_constrained import RUNG as ZERO_SHOT_CONSTRAINED
+
+# distill's teacher is another rung of this registry: it is handed the lookup (called after import).
+DISTILL = make_distill(lambda name: get_rung(name))
 
 RUNGS: dict[str, Rung] = {
     r.name: r

@@ -31,6 +31,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,9 @@ from tunewise.rungs.base import LadderContext, Prepared, Rung, user_turns, with_
 if TYPE_CHECKING:
     from tunewise.task import Task
 
+RungOf = Callable[[str], Rung]
+"""The registry's lookup (tunewise.rungs.get_rung), handed in by the registry itself: the teacher is
+another of its rungs, and importing the registry from a module it lists would be an import cycle."""
 CACHE_FORMAT = 1
 """Version of a teacher-answer line; lines of another version are asked again."""
 LABEL_METRICS = ("accuracy", "macro_f1")
@@ -68,13 +72,6 @@ class Lesson:
 def teacher_of(task: Task) -> str:
     """The teacher candidate as results name it (bare, or rung@model with `models:`)."""
     return task.candidate(task.ladder.distill.teacher)
-
-
-def _registry() -> Any:
-    # The registry lists this module, so it is looked up when called, never at import.
-    from tunewise.rungs import get_rung
-
-    return get_rung
 
 
 # -- 1. lessons -------------------------------------------------------------------------------------
@@ -180,9 +177,9 @@ class TeacherAnswers:
             os.fsync(f.fileno())
 
 
-def teacher_answers(ctx: LadderContext, teacher: str, todo: list[Lesson]) -> dict[str, dict[str, Any]]:
-    """Every lesson's answer row (key -> row), asking the teacher only for those not saved yet. The
-    teacher (and its model) is prepared only when something is missing."""
+def teacher_answers(ctx: LadderContext, teacher: str, rung: Rung, todo: list[Lesson]) -> dict[str, dict[str, Any]]:
+    """Every lesson's answer row (key -> row), asking the teacher (candidate `teacher`, of rung `rung`)
+    only for those not saved yet. The teacher (and its model) is prepared only when something is missing."""
     store = TeacherAnswers(ctx.run_dir / "teacher" / f"{teacher}.jsonl")
     saved = store.load()
     missing: dict[str, Lesson] = {}
@@ -193,7 +190,6 @@ def teacher_answers(ctx: LadderContext, teacher: str, todo: list[Lesson]) -> dic
         return saved
     from tunewise.ui import progress_bar
 
-    rung = _registry()(teacher)
     teacher_ctx = ctx.for_candidate(teacher)
     max_new_tokens, block = teacher_ctx.task.ladder.max_new_tokens, 4 * teacher_ctx.task.ladder.batch_size
     groups: dict[int | None, list[Lesson]] = {}
@@ -309,7 +305,7 @@ def select(ctx: LadderContext, todo: list[Lesson], answers: dict[str, dict[str, 
 # -- 4. the student ------------------------------------------------------------------------------------
 
 
-def labelling_cost(ctx: LadderContext, teacher: str, rows: list[dict[str, Any]]) -> float:
+def labelling_cost(ctx: LadderContext, teacher: str, rows: list[dict[str, Any]], finetuned: bool) -> float:
     """The teacher's answers at the teacher model's prices (its fine-tuned prices for a fine-tuned
     teacher; a `measured` GPU throughput is the rate the teacher answered at)."""
     from tunewise.cost.model import PREFILL_WEIGHT, request_cost
@@ -318,7 +314,6 @@ def labelling_cost(ctx: LadderContext, teacher: str, rows: list[dict[str, Any]])
     seconds = sum(r["seconds"] for r in rows)
     weighted = sum(PREFILL_WEIGHT * r["prompt_tokens"] + r["output_tokens"] for r in rows)
     pricing = pricing.with_throughput(weighted / seconds if seconds > 0 else None)
-    finetuned = _registry()(teacher).trains
     return sum(request_cost(r["prompt_tokens"], r["output_tokens"], pricing, finetuned=finetuned) for r in rows)
 
 
@@ -327,13 +322,13 @@ def student_folder(ctx: LadderContext, teacher: str) -> Path:
     return ctx.train_dir / f"distill-from-{teacher}"
 
 
-def prepare(ctx: LadderContext) -> Prepared:
+def prepare(ctx: LadderContext, rung_of: RungOf) -> Prepared:
     from tunewise.finetune.rung import prepared_from_adapter, train_adapter
 
     teacher = teacher_of(ctx.task)
-    rung = _registry()(teacher)
+    rung = rung_of(teacher)
     todo, skipped = lessons(ctx, teacher_shows_examples=rung.shots)
-    answers = teacher_answers(ctx, teacher, todo)
+    answers = teacher_answers(ctx, teacher, rung, todo)
     chosen = select(ctx, todo, answers)
     asked = list({lesson.key: answers[lesson.key] for lesson in todo}.values())  # each distinct input once
     if not chosen.examples:
@@ -345,7 +340,7 @@ def prepare(ctx: LadderContext) -> Prepared:
         )
     outcome = train_adapter(ctx, chosen.examples, student_folder(ctx, teacher))
     prepared = prepared_from_adapter(ctx, outcome.adapter_path, outcome.summary, with_rag=False)
-    labelling = labelling_cost(ctx, teacher, asked)
+    labelling = labelling_cost(ctx, teacher, asked, finetuned=rung.trains)
     prepared.upfront_cost += labelling
     prepared.details["distill"] = {
         "teacher": teacher,
@@ -456,28 +451,31 @@ def facts(ctx: LadderContext, prepared: Prepared, rows: list[dict[str, Any]]) ->
     return out
 
 
-def describe(task: Task) -> str:
+def describe(task: Task, rung_of: RungOf) -> str:
     teacher = task.ladder.distill.teacher
     if "@" in teacher:
         return f"Distilled from {teacher}"
-    return f"Distilled from {_registry()(teacher).title(task)}"
+    return f"Distilled from {rung_of(teacher).title(task)}"
 
 
-def unavailable(task: Task) -> str | None:
+def unavailable(task: Task, rung_of: RungOf) -> str | None:
     """A teacher that cannot run on this task (a constrained rung without a constraint) teaches nothing."""
-    teacher = _registry()(task.ladder.distill.teacher)
+    teacher = rung_of(task.ladder.distill.teacher)
     why = teacher.unavailable(task) if teacher.unavailable else None
     return f"its teacher {task.ladder.distill.teacher} cannot run: {why}" if why else None
 
 
-RUNG = Rung(
-    "distill",
-    "Distilled LoRA",
-    prepare,
-    approaches=("quantize_distil",),
-    trains=True,
-    opt_in=True,
-    describe=describe,
-    unavailable=unavailable,
-    facts=facts,
-)
+def make_rung(rung_of: RungOf) -> Rung:
+    """The distill rung, given the registry's lookup. tunewise.rungs calls this with its own `get_rung`
+    (the teacher is another of its rungs), so this module never imports the registry that lists it."""
+    return Rung(
+        "distill",
+        "Distilled LoRA",
+        lambda ctx: prepare(ctx, rung_of),
+        approaches=("quantize_distil",),
+        trains=True,
+        opt_in=True,
+        describe=lambda task: describe(task, rung_of),
+        unavailable=lambda task: unavailable(task, rung_of),
+        facts=facts,
+    )
