@@ -189,7 +189,9 @@ def test_a_bare_rung_runs_on_the_first_model_and_a_single_model_task_is_unchange
 def test_every_rung_module_declares_its_facts_and_the_registry_is_the_only_list():
     for name, rung in RUNGS.items():
         assert rung.name == name and rung.label and callable(rung.prepare)
-        assert rung.evidence == (("learning_curve", "forgetting") if rung.trains else ())
+        default = ("learning_curve", "forgetting") if rung.trains else ()
+        assert rung.evidence == (default if rung.evidence_steps is None else rung.evidence_steps)
+        assert set(rung.evidence) <= {"learning_curve", "forgetting"} and (rung.trains or not rung.evidence)
         assert rung.needs_corpus == rung.retrieved
     assert split_candidate("lora@small") == ("lora", "small") and get_rung("lora@small") is RUNGS["lora"]
     with pytest.raises(Exception, match="unknown rung 'lorax'"):

@@ -118,7 +118,7 @@ def config_hash(task: Task, options: RunOptions) -> str:
     cfg.get("train", {}).pop("checkpoint_every_minutes", None)  # when to save, not what is learnt
     if cfg.get("train") == {}:
         del cfg["train"]  # as if left at its defaults
-    for key in ("train", "eval", "file"):
+    for key in ("train", "eval", "file", "unlabelled"):
         cfg.setdefault("data", {}).pop(key, None)
     cfg.pop("corpus", None)
     for entry in (cfg.get("models") or {}).values():
@@ -126,7 +126,7 @@ def config_hash(task: Task, options: RunOptions) -> str:
     cfg["eval_limit"] = options.eval_limit
     cfg["eval_order"] = "seeded-shuffle"  # predictions saved before eval was shuffled do not line up
     h.update(json.dumps(cfg, sort_keys=True).encode())
-    for p in (task.data.train, task.data.eval, task.data.file, task.corpus):
+    for p in (task.data.train, task.data.eval, task.data.file, task.corpus, task.data.unlabelled):
         if p is not None:
             _file_digest(p, h)
     return h.hexdigest()[:10]

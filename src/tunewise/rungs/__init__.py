@@ -2,6 +2,8 @@
 
 A rung module declares one `RUNG = Rung(...)` (rungs/base.py): its name, title, cost profile
 (demonstrations, retrieved chunks, training), the advisor approaches it measures, and `prepare`.
+Two exceptions: quantized.py declares one rung per quantization method (`RUNGS`), and distill.py
+`make_rung(get_rung)`, as its teacher is another rung of this registry (handed in, not imported back).
 Adding a rung is one new module and one line below. Everything else (`estimate`, the stop rule, the
 decision, the report, `serve`) reads RUNGS and never names a rung.
 

@@ -112,6 +112,8 @@ class Rung:
     """Only climbed when named in `ladder.rungs` or `--rungs`, not by `--all`."""
     knobs: tuple[str, ...] = ()
     """The `ladder.tune` knobs this rung can tune on dev (ladder/tuning.py), in tie-break order."""
+    evidence_steps: tuple[str, ...] | None = None
+    """The evidence steps that apply when not the default for a training rung (see `evidence`)."""
     adapter_folder: Callable[[LadderContext], Path] | None = None
     """A training rung that keeps its adapter apart from the shared one (RAFT, distillation): where;
     default `ctx.train_dir`, shared by the rungs that train on the plain train split."""
@@ -129,7 +131,10 @@ class Rung:
 
     @property
     def evidence(self) -> tuple[str, ...]:
-        """The evidence steps that apply: the learning curve and the forgetting check, for rungs that train."""
+        """The evidence steps that apply: by default the learning curve and the forgetting check for
+        rungs that train; a rung may declare fewer (`evidence_steps`)."""
+        if self.evidence_steps is not None:
+            return self.evidence_steps
         return ("learning_curve", "forgetting") if self.trains else ()
 
     def title(self, task: Task) -> str:

@@ -478,4 +478,7 @@ def make_rung(rung_of: RungOf) -> Rung:
         describe=lambda task: describe(task, rung_of),
         unavailable=lambda task: unavailable(task, rung_of),
         facts=facts,
+        # The learning curve trains on gold subsets: for a student it would be lora's curve, not its own.
+        evidence_steps=("forgetting",),
+        adapter_folder=lambda ctx: student_folder(ctx, ctx.task.ladder.distill.teacher),
     )
