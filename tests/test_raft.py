@@ -366,3 +366,44 @@ def test_raft_on_the_embedded_model_and_the_squad_corpus(tmp_path):
     assert prepared.adapter_path.parent.parent == tmp_path / "train-raft"
     (answer,) = prepared.model.generate([prepared.build(evals[0].turns).messages], max_new_tokens=8)
     assert answer.text
+
+
+# -- bench/compare_runs.py: the README's cross-run paired tests --------------------------------------
+
+
+def test_compare_runs_matches_tunewise_compare_and_refuses_runs_of_other_examples(tmp_path):
+    import importlib.util
+
+    from conftest import ROOT
+    from test_ladder import make_task, oracle
+
+    from tunewise.commands.compare import compare_two
+    from tunewise.errors import TunewiseError
+    from tunewise.ladder.run import RunOptions, run_ladder
+    from tunewise.models.base import FakeModel
+
+    spec = importlib.util.spec_from_file_location("compare_runs", ROOT / "bench" / "compare_runs.py")
+    compare_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_runs)
+
+    options = dict(model=FakeModel(respond=oracle(0.4, 0.9)), evidence=False, report=False, full=True, out_dir=tmp_path / "runs")
+    first = run_ladder(make_task(tmp_path / "a", target=None), RunOptions(**options), log=lambda m: None)
+    # The same examples under another config (another run folder); and a run of other eval examples.
+    other_k = make_task(tmp_path / "a", target=None)
+    other_k = other_k.model_copy(update={"ladder": other_k.ladder.model_copy(update={"max_new_tokens": 8})})
+    second = run_ladder(other_k, RunOptions(**options), log=lambda m: None)
+    elsewhere = run_ladder(make_task(tmp_path / "c", n_eval=30, target=None), RunOptions(**options), log=lambda m: None)
+    runs = tmp_path / "runs"
+    a, b = runs / first.run_id, runs / second.run_id
+    assert a != b
+
+    (row,) = compare_runs.compare_sides(f"{a}:few_shot", f"{b}:zero_shot", ["accuracy"])
+    within = compare_two(a, "few_shot", "zero_shot")  # zero_shot answers alike in both runs
+    assert (row["value_a"], row["value_b"]) == (within["rungs"]["few_shot"]["value"], within["rungs"]["zero_shot"]["value"])
+    assert row["difference"] == pytest.approx(within["difference"]) and row["p_value"] == pytest.approx(within["p_value"])
+    assert row["test"] == within["test"] and row["examples"] == 40
+    assert elsewhere.run_id not in (first.run_id, second.run_id)
+    with pytest.raises(TunewiseError, match="did not answer the same eval examples"):
+        compare_runs.compare_sides(f"{a}:few_shot", f"{runs / elsewhere.run_id}:zero_shot", ["accuracy"])
+    with pytest.raises(TunewiseError, match="finished rungs: zero_shot, few_shot"):
+        compare_runs.compare_sides(f"{a}:lora", f"{b}:zero_shot", ["accuracy"])
