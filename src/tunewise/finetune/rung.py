@@ -1,8 +1,9 @@
-"""The fine-tuned rungs of the ladder: `lora` (the adapter alone) and `lora_rag` (the adapter answering
+"""The fine-tuned rungs of the ladder: `lora` (the adapter alone) and `lora_rag` (an adapter answering
 with retrieved documents, built exactly like the `rag` rung's prompt).
 
-Both share one adapter, trained once per run under <run>/train/ and reused after that (also by the
-learning curve's 100% point and by `tunewise serve`).
+`lora`'s adapter is trained once per run under <run>/train/ on the bare questions and reused after
+that (also by the learning curve's 100% point and by `tunewise serve`); `lora_rag` trains its own on
+RAFT prompts (finetune/raft.py) under <run>/train-raft/ through the same `train_adapter`.
 
 The rungs generate the way a single adapter is deployed: folded into the base weights
 (`merge_and_unload`), so each layer runs one matmul instead of base + LoRA A + LoRA B. Greedy answers
@@ -22,7 +23,7 @@ from tunewise.models.base import ChatModel
 from tunewise.rungs.base import LadderContext, Prepared, plain_request, rag_request
 
 _LOADED: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
-"""adapter folder -> the loaded model, while some rung still holds it: lora and lora_rag share it."""
+"""adapter folder -> the loaded model, while some rung (or the learning curve) still holds it."""
 
 
 def train_dir(ctx: LadderContext) -> Path:
