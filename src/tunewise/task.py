@@ -266,10 +266,6 @@ class RaftSpec(Strict):
         None, ge=1, description="the RAFT adapter's batch size; default train.batch_size. Training memory grows with "
         "batch x length and a RAFT prompt is about 10x a bare question: lower it when training runs out of memory"
     )
-    batch_size: int | None = Field(
-        None, ge=1, description="the RAFT adapter's batch size; default train.batch_size. Training memory grows with "
-        "batch x length and a RAFT prompt is about 10x a bare question: lower it when training runs out of memory"
-    )
 
 
 class TrainSpec(Strict):
