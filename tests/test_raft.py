@@ -296,6 +296,15 @@ def test_lora_rag_trains_on_raft_prompts_in_its_own_folder_and_resumes(tmp_path,
     prepared = rung_module.prepare(ctx)
     assert prepared.adapter_path == raft and prepared.details["raft"] == expected.stats
     assert sorted(p.name for p in (run_dir / "train-raft").iterdir()) == [raft.parent.name]
+    # The rung declares its folder, so export and serve find the RAFT adapter, not lora's.
+    from tunewise.finetune.export import find_adapter
+    from tunewise.rungs import get_rung
+
+    assert get_rung("lora_rag").adapter_dir(ctx) == run_dir / "train-raft" and get_rung("lora").adapter_dir(ctx) == run_dir / "train"
+    assert find_adapter(get_rung("lora_rag").adapter_dir(ctx)) == raft
+    from tunewise.finetune.export import load_deployment
+
+    assert load_deployment(run_dir, "lora_rag").finetune == raft and load_deployment(run_dir, "lora").finetune == bare
 
 
 def test_learning_curve_of_lora_rag_trains_on_the_raft_prompts(tmp_path, tiny_dir):

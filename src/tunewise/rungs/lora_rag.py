@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tunewise.finetune.raft import raft_context, raft_max_length, raft_training
+from tunewise.finetune.raft import raft_context, raft_folder, raft_max_length, raft_training
 from tunewise.finetune.rung import prepared_from_adapter, train_adapter
 from tunewise.rungs.base import LadderContext, Prepared, Rung
 from tunewise.rungs.lora import describe as lora_title
@@ -60,4 +60,5 @@ RUNG = Rung(
     describe=describe,
     facts=facts,
     knobs=("rag_k", "epochs", "learning_rate"),
+    adapter_folder=raft_folder,
 )
