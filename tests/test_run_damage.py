@@ -266,3 +266,31 @@ def test_report_and_serve_never_load_metric_code_from_the_run_folder(tmp_path):
     main(["report", str(run_dir)])  # returns normally: no SystemExit on success
     load_runs([run_dir], model=FakeModel(["x"]), log=lambda m: None)
     assert not (run_dir / "ran.txt").exists()
+
+
+def test_answers_of_an_older_version_of_a_rung_are_recomputed(tmp_path, monkeypatch):
+    """A rung that changes how it answers (lora_rag's RAFT training) raises its version: a rerun
+    does not read the old version's answers back as if they were the new rung's."""
+    from dataclasses import replace
+
+    import tunewise.rungs as registry
+    from tunewise.ladder.run import RunOptions, run_ladder
+    from tunewise.models.base import FakeModel
+    from tunewise.task import parse_task
+
+    from conftest import chat, write_jsonl
+
+    write_jsonl(tmp_path / "t.jsonl", [chat(f"q{i}", "a") for i in range(4)])
+    write_jsonl(tmp_path / "e.jsonl", [chat(f"q{i}", "a") for i in range(4, 8)])
+    task = parse_task({"name": "v", "data": {"train": "t.jsonl", "eval": "e.jsonl"}, "ladder": {"rungs": ["zero_shot"]}},
+                      tmp_path / "task.yaml")
+    options = RunOptions(out_dir=tmp_path / "runs", model=FakeModel(respond=lambda m: "old"), evidence=False, report=False)
+    first = run_ladder(task, options, log=lambda m: None)
+    assert first.rungs[0].rung_version == 1 and first.rungs[0].score.value == 0.0
+
+    monkeypatch.setitem(registry.RUNGS, "zero_shot", replace(registry.RUNGS["zero_shot"], version=2))
+    lines: list[str] = []
+    options.model = FakeModel(respond=lambda m: "a")
+    again = run_ladder(task, options, log=lines.append)
+    assert again.rungs[0].rung_version == 2 and again.rungs[0].score.value == 1.0
+    assert any("answered by version 1 of the zero_shot rung, now 2; recomputing zero_shot" in line for line in lines)

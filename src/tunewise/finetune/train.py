@@ -385,7 +385,8 @@ def training_config(
     """Everything that determines the trained weights; its hash names the training folder."""
     # How often checkpoints are saved does not change the weights: excluded, so changing it (or the
     # field's arrival) reuses finished adapters.
-    spec = task.train.model_dump(mode="json", exclude={"learning_curve", "checkpoint_every_minutes"})
+    # raft: how lora_rag builds its examples (its adapter's hash covers them through the examples).
+    spec = task.train.model_dump(mode="json", exclude={"learning_curve", "checkpoint_every_minutes", "raft"})
     return {
         "format": FORMAT_VERSION,
         "model": model_spec,

@@ -79,6 +79,7 @@ class RungResult(BaseModel):
     name: str  # the candidate: a registry name, e.g. "few_shot", or rung@model with `models:` ("few_shot@large")
     title: str  # for people, e.g. "Few-shot (k=5, nearest)"; "... on large" with several models
     model: str | None = None  # the model it ran on, as named by its spec (e.g. "SmolLM2-135M-Instruct")
+    rung_version: int | None = None  # the rung module's version that answered (None: before versions, i.e. 1)
     pricing: str | None = None  # how that model is priced, in a few words ("hosted $0.15/$0.60 per 1M", "self-hosted $1.20/GPU h")
     status: Literal["done", "skipped", "failed"] = "done"
     note: str | None = None  # why skipped / failed

@@ -556,6 +556,7 @@ def run_rung(
         name=name,
         title=title,
         **model_fields(state, name),
+        rung_version=rung.version,
         finetuned=prepared.finetuned,
         score=score,
         latency_p50_s=p50,
@@ -1160,6 +1161,11 @@ def _restore(state: RunState, name: str, cached: Path, log: Callable[[str], None
         return None
     if result.name != name:
         log(f"{where} holds rung {result.name!r}, not {name!r}; recomputing {name}")
+        return None
+    if (result.rung_version or 1) != get_rung(name).version:
+        log(f"{where} was answered by version {result.rung_version or 1} of the {get_rung(name).name} rung, now "
+            f"{get_rung(name).version}; recomputing {name}")
+        (state.run_dir / "predictions" / f"{name}.partial.jsonl").unlink(missing_ok=True)
         return None
     if result.status == "done":
         try:

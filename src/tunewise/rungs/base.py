@@ -112,6 +112,8 @@ class Rung:
     """Only climbed when named in `ladder.rungs` or `--rungs`, not by `--all`."""
     knobs: tuple[str, ...] = ()
     """The `ladder.tune` knobs this rung can tune on dev (ladder/tuning.py), in tie-break order."""
+    version: int = 1
+    """Raised when the rung changes how it answers: saved answers of an older version are not reused."""
     evidence_steps: tuple[str, ...] | None = None
     """The evidence steps that apply when not the default for a training rung (see `evidence`)."""
     adapter_folder: Callable[[LadderContext], Path] | None = None

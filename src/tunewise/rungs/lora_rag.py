@@ -61,4 +61,5 @@ RUNG = Rung(
     facts=facts,
     knobs=("rag_k", "epochs", "learning_rate"),
     adapter_folder=raft_folder,
+    version=2,  # 2: trained on RAFT prompts (issue 13); 1 trained on bare questions
 )
