@@ -415,7 +415,7 @@ def _learning_curve_chart(curve: LearningCurve, colour: str, metric: str, higher
 
 
 def _training_views(results: Results, symbol: str) -> list[TrainingView]:
-    """One view per distinct training run: lora_rag usually reuses lora's adapter."""
+    """One view per distinct training run (rungs that share an adapter show it once)."""
     groups: list[tuple[TrainingSummary, list[str]]] = []
     for r in results.rungs:
         if r.training is None:
