@@ -15,12 +15,10 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tunewise"
 
-# Modules other engineers are reworking now (issue 11: the rung registry leaving ladder/rungs.py, and
-# task.py no longer importing the ladder). A cycle through any of them is reported, as a warning, but
-# does not fail the test; a cycle that avoids all of them fails. Empty this when that work lands.
-# A name covers the module and, for a package, everything under it.
-IN_PROGRESS = {
-}
+# Modules under rework, if any: a cycle through one of them is reported as a warning instead of
+# failing, so a refactor can land in steps. Empty now: every cycle fails the test. A name covers the
+# module and, for a package, everything under it.
+IN_PROGRESS: dict[str, str] = {}
 
 
 # -- the graph --------------------------------------------------------------------------------------
