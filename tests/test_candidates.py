@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from conftest import write_jsonl  # noqa: E402
-from test_finetune import ANIMALS, SOUNDS, build_model, build_tokenizer  # noqa: E402
+from test_finetune import ANIMALS, SOUNDS, tiny_dir  # noqa: E402,F401  (tiny_dir: the saved tiny Llama fixture)
 
 from tunewise.ladder.run import RunOptions, run_ladder  # noqa: E402
 from tunewise.models.base import FakeModel  # noqa: E402
@@ -52,15 +52,6 @@ def endpoint():
     prepared = Prepared(model, lambda turns: Request(with_system(None, user_turns(turns))))
     with BackgroundServer(build_app({"big": ServedConfig(prepared, "big", "zero_shot", 8)}, api_key="k-123")) as server:
         yield server, model
-
-
-@pytest.fixture
-def tiny_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = build_tokenizer()
-    build_model(tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def two_model_task(tmp_path, tiny_dir, server, rungs=None):

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from conftest import EXAMPLES, write_jsonl  # noqa: E402
-from test_finetune import ANIMALS, SOUNDS, build_model, build_tokenizer  # noqa: E402
+from test_finetune import ANIMALS, SOUNDS, tiny_dir  # noqa: E402,F401  (tiny_dir: the saved tiny Llama fixture)
 
 from tunewise.cost.model import request_cost  # noqa: E402
 from tunewise.data.example import Example  # noqa: E402
@@ -55,15 +55,6 @@ def teacher_says(messages) -> str:
     if animal == "pig":
         return "I'm sorry, I cannot help with that."
     return "woof" if animal == "owl" else f"Answer: {RIGHT[animal].capitalize()}."
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = build_tokenizer()
-    build_model(tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 TRAIN = {"method": "lora", "epochs": 2, "batch_size": 8, "learning_rate": 0.01, "max_length": 64, "bf16": "off",

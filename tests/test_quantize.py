@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from conftest import EXAMPLES, write_jsonl  # noqa: E402
-from test_finetune import ANIMALS, SOUNDS, build_model, build_tokenizer  # noqa: E402
+from test_finetune import ANIMALS, SOUNDS, build_model, build_tokenizer, tiny_dir  # noqa: E402,F401  (tiny_dir: the saved tiny Llama fixture)
 
 from tunewise.errors import TunewiseError  # noqa: E402
 from tunewise.ladder.run import RunOptions, run_ladder  # noqa: E402
@@ -40,15 +40,6 @@ def rows(n: int, offset: int = 0) -> list[dict]:
                       {"role": "assistant", "content": SOUNDS[i % 8]}]}
         for i in range(offset, offset + n)
     ]
-
-
-@pytest.fixture
-def tiny_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = build_tokenizer()
-    build_model(tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def make_task(tmp_path, model: str, rungs: list[str], **ladder):
