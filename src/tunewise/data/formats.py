@@ -972,6 +972,28 @@ def _records(path: Path, fmt: Format) -> Iterator[tuple[int, Any]]:
 # -- public API ---------------------------------------------------------------------------------
 
 
+def _vote_format(path: Path, guess: Callable[[dict], str | None], order: list[str], empty: str) -> tuple[str | None, str, list[str]]:
+    """Detect a JSON format by vote over the file's first DETECT_RECORDS records: (the format most
+    records look like, ties to the earlier in `order`, or None; the file's first character; the keys
+    of up to 3 records that look like no format). An empty file raises DataError ending with `empty`."""
+    first = _first_char(path)
+    if not first:
+        raise DataError(f"{path} is empty; {empty}")
+    votes: Counter[str] = Counter()
+    seen: list[str] = []
+    for _, record in _json_array(path) if _is_json_array(path) else _json_lines(path):
+        if isinstance(record, dict):
+            name = guess(record)
+            if name:
+                votes[name] += 1
+            elif len(seen) < 3:
+                seen.append(_keys(record))
+            if sum(votes.values()) + len(seen) >= DETECT_RECORDS:
+                break
+    winner = max(votes, key=lambda n: (votes[n], -order.index(n))) if votes else None
+    return winner, first, seen
+
+
 def detect_format(path: str | Path) -> str:
     """The format of a file, from its suffix (.csv/.tsv) or the keys of its first valid records.
 
@@ -980,30 +1002,15 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     if path.suffix.lower() in (".csv", ".tsv"):
         return "csv"
-    first = _first_char(path)
-    if not first:
-        raise DataError(f"{path} is empty; give a file with examples")
-    votes: Counter[str] = Counter()
-    seen: list[str] = []
-    reader = _json_array(path) if _is_json_array(path) else _json_lines(path)
-    for _, record in reader:
-        if isinstance(record, dict):
-            name = guess_record_format(record)
-            if name:
-                votes[name] += 1
-            elif len(seen) < 3:
-                seen.append(_keys(record))
-            if sum(votes.values()) + len(seen) >= DETECT_RECORDS:
-                break
-    if not votes and not seen and first not in "[{":
+    winner, first, seen = _vote_format(path, guess_record_format, list(FORMATS), "give a file with examples")
+    if winner:
+        return winner
+    if not seen and first not in "[{":
         try:
             _csv_header(path)  # a CSV file without a .csv suffix
             return "csv"
         except DataError:
             pass
-    if votes:
-        order = list(FORMATS)
-        return max(votes, key=lambda n: (votes[n], -order.index(n)))
     if seen:
         found = f"records with keys: {'; '.join(seen)}"
     elif first == "{":
@@ -1112,23 +1119,13 @@ def detect_inputs_format(path: str | Path) -> str:
     path = Path(path)
     if path.suffix.lower() in (".csv", ".tsv"):
         return "csv"
-    first = _first_char(path)
-    if not first:
-        raise DataError(f"{path} is empty; give a file with one input a line")
-    votes: Counter[str] = Counter()
-    seen: list[str] = []
-    for _, record in _json_array(path) if _is_json_array(path) else _json_lines(path):
-        if isinstance(record, dict):
-            name = next((n for n, keys in INPUT_KEYS.items() if all(k in record for k in keys)), None)
-            if name:
-                votes[name] += 1
-            elif len(seen) < 3:
-                seen.append(_keys(record))
-            if sum(votes.values()) + len(seen) >= DETECT_RECORDS:
-                break
-    if votes:
-        order = list(INPUT_KEYS)
-        return max(votes, key=lambda n: (votes[n], -order.index(n)))
+
+    def guess(record: dict) -> str | None:
+        return next((n for n, keys in INPUT_KEYS.items() if all(k in record for k in keys)), None)
+
+    winner, first, seen = _vote_format(path, guess, list(INPUT_KEYS), "give a file with one input a line")
+    if winner:
+        return winner
     if not seen and first not in "[{":
         try:
             _csv_header(path, require_output=False)  # a CSV file without a .csv suffix
