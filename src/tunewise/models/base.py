@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 Messages = list[dict[str, str]]
 Progress = Callable[[int], None]
@@ -71,6 +71,22 @@ def whole_answer(model: ChatModel, messages: Messages, max_new_tokens: int) -> T
     if generation.text:
         yield generation.text
     return generation
+
+
+class TemplatedTokens:
+    """Token counting and prompt building for a local model with a Hugging Face tokenizer (transformers,
+    vLLM, llama.cpp): every engine builds the very same prompt ids from the same chat template."""
+
+    tokenizer: Any
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, conversation: Messages) -> list[int]:
+        """The chat-templated prompt, ending with the assistant header, as token ids."""
+        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        # The template already holds every special token; adding BOS again would shift the prompt.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 class StrippedPieces:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunewise.errors import TunewiseError
-from tunewise.models.base import Generation, Messages, Progress, StrippedPieces, TokenStream
+from tunewise.models.base import Generation, Messages, Progress, StrippedPieces, TemplatedTokens, TokenStream
 
 Bf16 = Literal["auto", "on", "off"]
 
@@ -77,7 +77,7 @@ def bucket_batches(lengths: Sequence[int], max_new_tokens: int, max_batch_tokens
     return batches
 
 
-class TransformersModel:
+class TransformersModel(TemplatedTokens):
     """A `ChatModel` over a transformers causal LM (or a peft `PeftModel` wrapping one).
 
     Greedy decoding, stopping at the end-of-turn token (`<|im_end|>` for SmolLM2). Requests are
@@ -147,15 +147,6 @@ class TransformersModel:
                 "generation_config.eos_token_id so generation can stop"
             )
         return ids
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def prompt_ids(self, conversation: Messages) -> list[int]:
-        """The chat-templated prompt, ending with the assistant header, as token ids."""
-        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        # The template already holds every special token; adding BOS again would shift the prompt.
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(
         self, conversations: Sequence[Messages], max_new_tokens: int, progress: Progress | None = None, constraint: Any = None

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.errors import TunewiseError
-from tunewise.models.base import Generation, Messages, Progress
+from tunewise.models.base import Generation, Messages, Progress, TemplatedTokens
 
 MAX_CONTEXT = 4096
 """Context window llama.cpp allocates (its KV cache), at most; the model's own if smaller."""
 
 
-class LlamaCppModel:
+class LlamaCppModel(TemplatedTokens):
     """Greedy chat completions from a GGUF file through llama.cpp."""
 
     def __init__(self, path: Path, tokenizer: Any, name: str, eos_ids: Sequence[int], n_threads: int | None = None, llama: Any = None) -> None:
@@ -46,14 +46,6 @@ class LlamaCppModel:
             del probe
             llama = Llama(model_path=str(self.path), n_ctx=context, n_threads=threads, n_threads_batch=threads, verbose=False)
         self.llama = llama
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def prompt_ids(self, conversation: Messages) -> list[int]:
-        """The chat-templated prompt as TransformersModel builds it."""
-        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, conversations: Sequence[Messages], max_new_tokens: int, progress: Progress | None = None) -> list[Generation]:
         out = []

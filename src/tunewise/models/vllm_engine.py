@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.errors import TunewiseError
-from tunewise.models.base import Generation, Messages, Progress
+from tunewise.models.base import Generation, Messages, Progress, TemplatedTokens
 
 INSTALL = "pip install 'tunewise[vllm]' (Linux + CUDA only)"
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -93,7 +93,7 @@ def _source(spec: str) -> str:
     return spec
 
 
-class VLLMModel:
+class VLLMModel(TemplatedTokens):
     """A `ChatModel` over a vLLM `LLM` (offline engine), optionally with one LoRA adapter."""
 
     def __init__(self, llm: Any, tokenizer: Any, name: str, lora_request: Any = None, eos_ids: list[int] | None = None) -> None:
@@ -161,14 +161,6 @@ class VLLMModel:
             if value is not None and int(value) not in eos:
                 eos.append(int(value))
         return cls(llm, tokenizer, name, lora_request, eos)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def prompt_ids(self, conversation: Messages) -> list[int]:
-        """The chat-templated prompt as token ids, exactly as `TransformersModel.prompt_ids` builds it."""
-        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, conversations: Sequence[Messages], max_new_tokens: int, progress: Progress | None = None) -> list[Generation]:
         from vllm import SamplingParams
