@@ -228,7 +228,6 @@ def learning_curve(
     asked as that rung is.
     """
     from tunewise.errors import TunewiseError
-    from tunewise.finetune.rung import train_dir
     from tunewise.finetune.train import train_model
     from tunewise.ui import err_console, progress_bar
 
@@ -244,7 +243,7 @@ def learning_curve(
         with_rag = first is not None and first.retrieved
     # The curve of the rung it stands for: with retrieval, the lora_rag rung's RAFT prompts in its
     # own folder (so the 100% point is that rung's adapter); without, the bare train split.
-    train_task, examples, folder = task, ctx.train, train_dir(ctx)
+    train_task, examples, folder = task, ctx.train, ctx.train_dir
     if with_rag:
         from tunewise.finetune.raft import raft_training
 

@@ -26,10 +26,6 @@ _LOADED: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
 """adapter folder -> the loaded model, while some rung (or the learning curve) still holds it."""
 
 
-def train_dir(ctx: LadderContext) -> Path:
-    return ctx.train_dir
-
-
 def generation_options(task: Any) -> dict[str, Any]:
     """The base model's generation settings (task.model_options, ladder batch size), so the fine-tuned
     rungs are timed and batched like the prompted ones."""
