@@ -406,7 +406,13 @@ def _load_examples(task: Task, options: RunOptions) -> tuple[list[Example], list
     return train, evals
 
 
-def _context(task: Task, train: list[Example], evals: list[Example], run_dir: Path, options: RunOptions) -> LadderContext:
+def _context(
+    task: Task, train: list[Example], evals: list[Example], run_dir: Path, options: RunOptions,
+    prepared: dict[str, Prepared] | None = None,
+) -> LadderContext:
+    """The run's context. `prepared` holds the candidates prepared so far (the ladder's own
+    RunState.prepared), so `ctx.candidate` (a distillation teacher) reuses the rung the ladder scored."""
+    prepared = {} if prepared is None else prepared
     cache: dict[str, Any] = {}
 
     def load(key: str | None) -> ChatModel:
@@ -459,11 +465,9 @@ def _context(task: Task, train: list[Example], evals: list[Example], run_dir: Pa
     def candidate(name: str) -> Prepared:
         """Another candidate, prepared once for the whole run (a distillation teacher, say)."""
         name = task.candidate(name)
-        if f"prepared@{name}" not in cache:
-            from tunewise.ladder.tuning import context_for
-
-            cache[f"prepared@{name}"] = get_rung(name).prepare(context_for(ctx.for_candidate(name), None))
-        return cache[f"prepared@{name}"]
+        if name not in prepared:
+            prepared[name] = get_rung(name).prepare(ctx.for_candidate(name))
+        return prepared[name]
 
     ctx.candidate = candidate
     return ctx
@@ -921,8 +925,9 @@ def run_ladder(task: Task, options: RunOptions | None = None, progress: PROGRESS
     store.start(run_id, task.name, run_dir.resolve(), task.model, task.metric, run_id.split("-")[-1])
     log(f"run {run_id}: {len(train)} train / {len(evals)} eval examples -> {run_dir}")
 
-    ctx = _context(task, train, evals, run_dir, options)
-    state = RunState(task, run_id, run_dir, ctx, metric, has_corpus=has_corpus)
+    prepared: dict[str, Prepared] = {}
+    ctx = _context(task, train, evals, run_dir, options, prepared)
+    state = RunState(task, run_id, run_dir, ctx, metric, prepared=prepared, has_corpus=has_corpus)
     results = Results(
         run_id=run_id,
         task=task.name,
